@@ -1,0 +1,122 @@
+"""Build :class:`Services` once and run both servers in one nursery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from .auth import LOGIN_LIMIT, AuthService
+from .config import Config
+from .crypto import PasswordHasher, TokenService
+from .http import serve_http
+from .limits import LockoutPolicy, MemoryLimits, RatePolicy
+from .obs import Metrics, get_logger
+from .services import Services
+from .store import Store, open_sqlite_store
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """Where the servers listen (ports resolved when 0 was asked for)."""
+
+    http_port: int
+
+
+def rate_policies(config: Config) -> dict[str, RatePolicy]:
+    """Every named token bucket the relay uses, from the config."""
+    return {
+        LOGIN_LIMIT: RatePolicy.per_minute(config.auth.login_rate_per_minute),
+    }
+
+
+@asynccontextmanager
+async def open_store(config: Config) -> AsyncIterator[Store]:
+    """The Store adapter chosen in ``[store] backend``."""
+    async with open_sqlite_store(config.store.path) as store:
+        yield store
+
+
+@asynccontextmanager
+async def open_services(
+    config: Config,
+    *,
+    wall_clock: Callable[[], float] = time.time,
+    limits_clock: Callable[[], float] = trio.current_time,
+) -> AsyncIterator[Services]:
+    """Build the services from *config*; close them (flushing the store) on exit.
+
+    Requires ``config.auth.jwt_secret`` to be set (``relay serve --dev``
+    fills in an ephemeral one before calling this).
+    """
+    if not config.auth.jwt_secret:
+        raise ValueError("auth.jwt_secret is empty")
+    log = get_logger("relay")
+    metrics = Metrics()
+    async with open_store(config) as store:
+        limits = MemoryLimits(
+            rate_policies(config),
+            LockoutPolicy(
+                config.auth.lockout_threshold,
+                config.auth.lockout_window,
+                config.auth.lockout_duration,
+            ),
+            clock=limits_clock,
+        )
+        hasher = PasswordHasher(
+            opslimit=config.auth.argon2_opslimit,
+            memlimit=config.auth.argon2_memlimit,
+            concurrency=config.auth.hash_concurrency,
+        )
+        tokens = TokenService(config.auth.jwt_secret, config.auth.access_token_ttl, wall_clock)
+        auth = AuthService(config.auth, store, limits, hasher, tokens, metrics, log, wall_clock)
+        await auth.restore_revocations()
+        yield Services(
+            config=config,
+            store=store,
+            limits=limits,
+            hasher=hasher,
+            tokens=tokens,
+            auth=auth,
+            metrics=metrics,
+            log=log,
+            wall_clock=wall_clock,
+        )
+
+
+async def serve_services(
+    services: Services,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the servers over *services* until *shutdown_trigger* returns.
+
+    Supports ``nursery.start()``: reports the bound ports once every server
+    listens. Returns when every server has drained.
+    """
+    async with trio.open_nursery() as nursery:
+        http_port = await nursery.start(
+            lambda task_status: serve_http(
+                services, shutdown_trigger=shutdown_trigger, task_status=task_status
+            )
+        )
+        services.log.info("relay.listening", http_port=http_port)
+        task_status.started(Bound(http_port=http_port))
+
+
+async def run(
+    config: Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Open the services from *config* and serve until the trigger fires."""
+    async with open_services(config) as services:
+        await serve_services(
+            services, shutdown_trigger=shutdown_trigger, task_status=task_status
+        )
+    get_logger("relay").info("relay.stopped")

@@ -1,0 +1,12 @@
+"""Accounts, login, sessions, token checks and the origin policy."""
+
+from __future__ import annotations
+
+from ._origin import origin_allowed as origin_allowed
+from ._service import LOGIN_LIMIT as LOGIN_LIMIT
+from ._service import AuthError as AuthError
+from ._service import AuthService as AuthService
+from ._service import Grant as Grant
+from ._service import RevocationListener as RevocationListener
+from ._service import check_password_length as check_password_length
+from ._service import normalise_username as normalise_username

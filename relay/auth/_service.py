@@ -1,0 +1,265 @@
+"""Accounts, login, token refresh and revocation: the rules, not the transport.
+
+Both the HTTP API and the WebSocket gate call :class:`AuthService`; it
+talks to the Store and Limits ports and never to a socket.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ..config import AuthConfig
+from ..crypto import (
+    MAX_PASSWORD_CHARS,
+    MIN_PASSWORD_CHARS,
+    AccessClaims,
+    InvalidToken,
+    PasswordHasher,
+    TokenService,
+    hash_refresh_token,
+    new_refresh_token,
+)
+from ..limits import Limits
+from ..obs import Logger, Metrics
+from ..store import Device, RefreshOutcome, Session, Store, User
+
+USERNAME = re.compile(r"[a-z0-9_.\-]{3,32}")
+LOGIN_LIMIT = "login"
+
+RevocationListener = Callable[[str, str], Awaitable[None]]
+"""Called with (session id, reason) after a session is revoked."""
+
+
+class AuthError(Exception):
+    """A refusal with its HTTP status, stable code and human message."""
+
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a successful login or refresh hands the client."""
+
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    user_id: str
+    device_id: str
+    session_id: str
+
+
+def normalise_username(username: str) -> str:
+    """Case-fold; raise AuthError(400) unless 3-32 chars of a-z 0-9 _ . -"""
+    folded = username.lower()
+    if not USERNAME.fullmatch(folded):
+        raise AuthError(
+            400, "invalid_username", "username must be 3-32 characters of a-z 0-9 _ . -"
+        )
+    return folded
+
+
+def check_password_length(password: str) -> None:
+    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        raise AuthError(
+            400,
+            "invalid_password",
+            f"password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters",
+        )
+
+
+class AuthService:
+    """Registers users, logs devices in, rotates and revokes sessions.
+
+    *wall_clock* returns Unix seconds (session expiry is stored in it); rate
+    limits and lockouts use the Limits adapter's own clock.
+    """
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        store: Store,
+        limits: Limits,
+        hasher: PasswordHasher,
+        tokens: TokenService,
+        metrics: Metrics,
+        log: Logger,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._limits = limits
+        self._hasher = hasher
+        self._tokens = tokens
+        self._metrics = metrics
+        self._log = log
+        self._clock = wall_clock
+        self._listeners: list[RevocationListener] = []
+
+    def on_revoked(self, listener: RevocationListener) -> None:
+        """Call *listener* after every revocation (to close live sockets)."""
+        self._listeners.append(listener)
+
+    async def restore_revocations(self) -> int:
+        """Reload sessions revoked within one access-token lifetime.
+
+        Run at start: the in-memory revocation list is empty after a restart,
+        and access tokens of sessions revoked just before must stay refused.
+        """
+        now = self._clock()
+        ttl = self._tokens.access_ttl
+        sessions = await self._store.revoked_since(now - ttl)
+        for session in sessions:
+            assert session.revoked_at is not None
+            await self._limits.revoke(session.id, session.revoked_at + ttl - now)
+        return len(sessions)
+
+    # -- accounts -------------------------------------------------------
+    async def register(self, username: str, password: str) -> User:
+        """Create an account; raises AuthError (400, 403) or UsernameTaken."""
+        if not self._config.open_registration:
+            raise AuthError(403, "registration_closed", "registration is closed")
+        name = normalise_username(username)
+        check_password_length(password)
+        password_hash = await self._hasher.hash(password)
+        user = await self._store.create_user(name, password_hash, self._clock())
+        self._log.info("auth.account_created", user_id=user.id, username=name)
+        return user
+
+    # -- login ----------------------------------------------------------
+    async def login(
+        self,
+        username: str,
+        password: str,
+        *,
+        ip: str,
+        device_id: str | None = None,
+        device_name: str | None = None,
+    ) -> Grant:
+        """Check the credentials under the IP limit and username lockout."""
+        if len(password) > MAX_PASSWORD_CHARS:
+            raise AuthError(400, "invalid_password", "password is too long")
+        name = username.lower()
+        wait = await self._limits.take(LOGIN_LIMIT, ip)
+        if wait is not None:
+            self._metrics.ratelimit_hits.labels("login").inc()
+            self._metrics.logins.labels("rate_limited").inc()
+            self._log.warning("ratelimit.login", ip=ip, retry_after=round(wait, 3))
+            raise AuthError(429, "rate_limited", "too many login attempts", wait)
+        locked = await self._limits.locked_for(name)
+        if locked is not None:
+            self._metrics.ratelimit_hits.labels("lockout").inc()
+            self._metrics.logins.labels("locked_out").inc()
+            self._log.warning("auth.locked_out", username=name, ip=ip)
+            raise AuthError(429, "locked_out", "too many failed logins; try later", locked)
+        user = await self._store.get_user_by_name(name) if USERNAME.fullmatch(name) else None
+        if not await self._hasher.verify(user.password_hash if user else None, password):
+            await self._fail(name, ip)
+        assert user is not None
+        await self._limits.clear_failures(name)
+        device = await self._device_for(user, device_id, device_name)
+        grant = await self._open_session(user, device)
+        self._metrics.logins.labels("success").inc()
+        self._log.info(
+            "auth.login", user_id=user.id, device_id=device.id, session_id=grant.session_id, ip=ip
+        )
+        return grant
+
+    async def _fail(self, name: str, ip: str) -> None:
+        lock = await self._limits.record_failure(name)
+        self._metrics.logins.labels("invalid_credentials").inc()
+        self._log.warning("auth.login_failed", username=name, ip=ip)
+        if lock is not None:
+            self._log.warning("auth.locked_out", username=name, ip=ip, duration=lock)
+        raise AuthError(401, "invalid_credentials", "wrong username or password")
+
+    async def _device_for(self, user: User, device_id: str | None, name: str | None) -> Device:
+        now = self._clock()
+        if device_id is not None:
+            device = await self._store.get_device(device_id)
+            if device is None or device.user_id != user.id:
+                raise AuthError(404, "device_not_found", "no such device on this account")
+            return device
+        if await self._store.count_devices(user.id) >= self._config.max_devices_per_user:
+            raise AuthError(
+                409, "too_many_devices", "the account has its maximum number of devices"
+            )
+        device = await self._store.create_device(user.id, (name or "device")[:64], now)
+        self._log.info("auth.device_registered", user_id=user.id, device_id=device.id)
+        return device
+
+    async def _open_session(self, user: User, device: Device) -> Grant:
+        now = self._clock()
+        refresh, refresh_hash = new_refresh_token()
+        session = await self._store.create_session(
+            user.id, device.id, refresh_hash, now, now + self._config.refresh_token_ttl
+        )
+        return self._grant(session, refresh)
+
+    def _grant(self, session: Session, refresh: str) -> Grant:
+        access, claims = self._tokens.issue(session.user_id, session.device_id, session.id)
+        return Grant(
+            access_token=access,
+            expires_in=int(claims.expires_at - claims.issued_at),
+            refresh_token=refresh,
+            user_id=session.user_id,
+            device_id=session.device_id,
+            session_id=session.id,
+        )
+
+    # -- tokens ---------------------------------------------------------
+    async def refresh(self, refresh_token: str) -> Grant:
+        """Spend *refresh_token* for a new pair; a spent one revokes the session."""
+        now = self._clock()
+        new, new_hash = new_refresh_token()
+        result = await self._store.rotate_refresh(
+            hash_refresh_token(refresh_token), new_hash, now, now + self._config.refresh_token_ttl
+        )
+        if result.outcome is RefreshOutcome.ROTATED:
+            assert result.session is not None
+            return self._grant(result.session, new)
+        if result.outcome is RefreshOutcome.REUSED:
+            assert result.session is not None
+            await self._revoke_tokens(result.session.id, "refresh_reuse")
+        raise AuthError(401, "invalid_token", "the refresh token is not valid")
+
+    async def authenticate(self, token: str) -> AccessClaims:
+        """Claims of a valid, unrevoked access token; raises InvalidToken."""
+        claims = self._tokens.decode(token)
+        if await self._limits.is_revoked(claims.session_id):
+            raise InvalidToken("revoked")
+        return claims
+
+    # -- revocation -----------------------------------------------------
+    async def revoke_session(self, session_id: str, reason: str, user_id: str | None) -> bool:
+        """Revoke the session (of *user_id* if given); False if there was none."""
+        session = await self._store.revoke_session(session_id, self._clock(), user_id)
+        if session is None:
+            return False
+        await self._revoke_tokens(session.id, reason)
+        return True
+
+    async def delete_device(self, user_id: str, device_id: str) -> bool:
+        """Delete the device with its keys, messages and sessions."""
+        sessions = await self._store.delete_device(user_id, device_id, self._clock())
+        if sessions is None:
+            return False
+        for session_id in sessions:
+            await self._revoke_tokens(session_id, "device_deleted")
+        self._log.info("auth.device_deleted", user_id=user_id, device_id=device_id)
+        return True
+
+    async def _revoke_tokens(self, session_id: str, reason: str) -> None:
+        await self._limits.revoke(session_id, self._tokens.access_ttl)
+        self._metrics.sessions_revoked.labels(reason).inc()
+        self._log.warning("session.revoked", session_id=session_id, reason=reason)
+        for listener in self._listeners:
+            await listener(session_id, reason)

@@ -1,0 +1,113 @@
+"""The Quart-Trio app: hooks for request ids, logs, CORS, metrics and errors."""
+
+from __future__ import annotations
+
+import structlog
+import trio
+from quart import Quart, g, request
+from quart_trio import QuartTrio
+from quart_trio.wrappers.response import TrioResponse as Response
+from werkzeug.exceptions import HTTPException
+
+from ..auth import origin_allowed
+from ..obs import CONTENT_TYPE, request_id_from
+from ..services import Services
+from ._account_routes import register_account_routes
+from ._auth_routes import register_auth_routes
+from ._errors import ApiError, error_response, json_response
+
+_CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID"
+_CORS_EXPOSE_HEADERS = "X-Request-ID, Retry-After"
+_CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+
+
+def create_app(services: Services) -> Quart:
+    """The HTTP API over *services*; no global state, one app per Services."""
+    app = QuartTrio("relay")
+    app.config["MAX_CONTENT_LENGTH"] = services.config.http.max_body_bytes
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    _install_hooks(app, services)
+    _install_error_handlers(app, services)
+    _register_health(app, services)
+    register_auth_routes(app, services)
+    register_account_routes(app, services)
+    return app
+
+
+def _install_hooks(app: Quart, services: Services) -> None:
+    allowed = services.config.ws.allowed_origins
+
+    @app.before_request
+    async def start() -> Response | None:
+        g.request_id = request_id_from(request.headers.get("X-Request-ID"))
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=g.request_id)
+        if request.method == "OPTIONS":
+            return Response(status=204)  # preflight; CORS headers added below
+        return None
+
+    @app.after_request
+    async def finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = getattr(g, "request_id", None) or request_id_from(
+            None
+        )
+        origin = request.headers.get("Origin")
+        if origin is not None and origin_allowed(origin, allowed):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = _CORS_EXPOSE_HEADERS
+            if request.method == "OPTIONS":
+                response.headers["Access-Control-Allow-Methods"] = _CORS_METHODS
+                response.headers["Access-Control-Allow-Headers"] = _CORS_ALLOW_HEADERS
+                response.headers["Access-Control-Max-Age"] = "600"
+        response.vary.add("Origin")
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        services.metrics.http_requests.labels(rule, str(response.status_code)).inc()
+        return response
+
+    @app.teardown_request
+    async def forget(_: BaseException | None) -> None:
+        structlog.contextvars.clear_contextvars()
+
+
+def _install_error_handlers(app: Quart, services: Services) -> None:
+    @app.errorhandler(ApiError)
+    async def api_error(error: ApiError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        code = {
+            400: "bad_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "body_too_large",
+        }.get(status, "http_error")
+        return error_response(ApiError(status, code, error.description or error.name))
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        if isinstance(error, trio.Cancelled):  # never swallow cancellation
+            raise error
+        services.log.error("http.internal_error", exc_info=error)
+        return error_response(ApiError(500, "internal_error", "internal server error"))
+
+
+def _register_health(app: Quart, services: Services) -> None:
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        try:
+            with trio.fail_after(2):
+                await services.store.ping()
+        except Exception:  # any failure means "not ready"; say which part
+            services.log.warning("health.store_unreachable", exc_info=True)
+            return json_response({"status": "unavailable", "store": "unreachable"}, 503)
+        return json_response({"status": "ready", "store": "ok", "bus": "ok"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(services.metrics.render(), content_type=CONTENT_TYPE)

@@ -1,0 +1,122 @@
+"""Accounts, login, refresh, logout; and the Bearer check for other routes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from quart import Quart, g, request
+from quart_trio.wrappers.response import TrioResponse as Response
+
+from ..auth import AuthError, Grant
+from ..crypto import AccessClaims, InvalidToken
+from ..services import Services
+from ..store import UsernameTaken
+from ._bodies import Credentials, LoginBody, RefreshBody
+from ._errors import ApiError, json_response, read_body
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def bearer_claims() -> AccessClaims:
+    """The authenticated caller's claims (set by :func:`requires_auth`)."""
+    claims: AccessClaims = g.claims
+    return claims
+
+
+def requires_auth(
+    services: Services,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Refuse the request with 401 unless it carries a valid Bearer token."""
+
+    def decorate(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @wraps(handler)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise _unauthorized("a Bearer access token is required")
+            try:
+                g.claims = await services.auth.authenticate(token.strip())
+            except InvalidToken as exc:
+                services.log.warning("auth.token_rejected", reason=exc.reason)
+                raise _unauthorized(f"the access token is not valid ({exc.reason})") from None
+            return await handler(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "invalid_token", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def client_ip() -> str:
+    # The socket peer, never X-Forwarded-For: a header is the client's to forge.
+    remote = request.remote_addr
+    return remote if remote else "unknown"
+
+
+def _grant_json(grant: Grant) -> dict[str, Any]:
+    return {
+        "access_token": grant.access_token,
+        "token_type": "Bearer",
+        "expires_in": grant.expires_in,
+        "refresh_token": grant.refresh_token,
+        "user_id": grant.user_id,
+        "device_id": grant.device_id,
+        "session_id": grant.session_id,
+    }
+
+
+def _api_error(exc: AuthError) -> ApiError:
+    return ApiError(exc.status, exc.code, exc.message, exc.retry_after)
+
+
+def register_auth_routes(app: Quart, services: Services) -> None:
+    auth = services.auth
+
+    @app.post("/api/accounts")
+    async def create_account() -> Response:
+        body = await read_body(Credentials)
+        try:
+            user = await auth.register(body.username, body.password)
+        except AuthError as exc:
+            raise _api_error(exc) from None
+        except UsernameTaken:
+            raise ApiError(409, "username_taken", "that username is taken") from None
+        return json_response({"user_id": user.id, "username": user.username}, 201)
+
+    @app.post("/api/login")
+    async def login() -> Response:
+        body = await read_body(LoginBody)
+        try:
+            grant = await auth.login(
+                body.username,
+                body.password,
+                ip=client_ip(),
+                device_id=body.device_id,
+                device_name=body.device_name,
+            )
+        except AuthError as exc:
+            raise _api_error(exc) from None
+        return json_response(_grant_json(grant))
+
+    @app.post("/api/token/refresh")
+    async def refresh() -> Response:
+        body = await read_body(RefreshBody)
+        try:
+            grant = await auth.refresh(body.refresh_token)
+        except AuthError as exc:
+            raise _api_error(exc) from None
+        return json_response(_grant_json(grant))
+
+    @app.post("/api/logout")
+    @requires_auth(services)
+    async def logout() -> Response:
+        claims = bearer_claims()
+        await auth.revoke_session(claims.session_id, "logout", claims.user_id)
+        return Response(status=204)

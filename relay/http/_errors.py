@@ -1,0 +1,60 @@
+"""API errors as ``{"error": code, "message": text}`` and body decoding."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+from quart import request
+from quart_trio.wrappers.response import TrioResponse as Response
+
+T = TypeVar("T")
+
+_JSON = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    """Answer the request with *status* and ``{"error", "message"}``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        if retry_after is not None:
+            # Round up: a client that waits Retry-After seconds must succeed.
+            self.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+
+
+def json_response(payload: object, status: int = 200) -> Response:
+    return Response(_JSON.encode(payload), status=status, content_type="application/json")
+
+
+def error_response(error: ApiError) -> Response:
+    response = json_response({"error": error.code, "message": error.message}, error.status)
+    response.headers.update(error.headers)
+    return response
+
+
+async def read_body(model: type[T]) -> T:
+    """Decode the request body as JSON into *model*, or raise ApiError(400/413).
+
+    The size cap is enforced by Quart (``MAX_CONTENT_LENGTH``) while the body
+    streams in, before anything is buffered past it.
+    """
+    data = await request.get_data(cache=False)
+    assert isinstance(data, bytes)
+    try:
+        return msgspec.json.decode(data, type=model)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "invalid_request", f"invalid body: {exc}") from None
+    except msgspec.DecodeError:
+        raise ApiError(400, "malformed_json", "the body is not valid UTF-8 JSON") from None

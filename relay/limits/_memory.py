@@ -1,0 +1,94 @@
+"""The embedded Limits adapter: everything in this process's memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import trio
+
+from ._bucket import KeyedBuckets
+from ._lockout import Lockout
+from ._port import LockoutPolicy, RatePolicy
+from ._revocation import RevocationList
+
+# Sweep the revocation list when it has doubled since the last sweep (and
+# holds at least this many): amortised O(1) per revoke, and at most about
+# twice the live revocations in memory without any background task.
+_MIN_REVOCATION_SWEEP = 1024
+
+
+class MemoryLimits:
+    """:class:`~relay.limits.Limits` for a single process, kept in memory.
+
+    Each method runs to completion without yielding (it is not a Trio
+    checkpoint), so a sequence such as ``locked_for`` then ``record_failure``
+    in one task is not interleaved with other tasks' calls. Times come from
+    *clock* (Trio's clock by default, so ``trio.testing.MockClock`` drives
+    it in tests); callers pass only durations.
+
+    Each limit name and the lockout hold at most *max_keys* keys; see
+    :class:`~relay.limits.KeyedBuckets` and :class:`~relay.limits.Lockout` for
+    what is forgotten first when full. Raises ValueError at construction for
+    an unusable policy (a rate, burst, window or duration that is not
+    positive and finite, or a threshold below 1).
+    """
+
+    def __init__(
+        self,
+        policies: Mapping[str, RatePolicy],
+        lockout: LockoutPolicy,
+        clock: Callable[[], float] = trio.current_time,
+        *,
+        max_keys: int = 100_000,
+    ) -> None:
+        self._clock = clock
+        # Built eagerly so that a bad policy fails at startup, not at the
+        # first request that uses it.
+        self._buckets = {name: KeyedBuckets(policy, max_keys) for name, policy in policies.items()}
+        self._lockout = Lockout(lockout, max_keys)
+        self._revoked = RevocationList()
+        self._next_revocation_sweep = _MIN_REVOCATION_SWEEP
+
+    async def take(self, limit: str, key: str, cost: float = 1.0) -> float | None:
+        """Take *cost* tokens from bucket (*limit*, *key*).
+
+        Returns None if allowed, else the seconds until it would be (for
+        ``Retry-After``); a refused take consumes nothing. Raises KeyError
+        for a *limit* with no policy, and ValueError unless
+        ``0 <= cost <= burst`` (a larger cost could never be allowed).
+        """
+        try:
+            buckets = self._buckets[limit]
+        except KeyError:
+            raise KeyError(f"no RatePolicy for limit {limit!r}") from None
+        return buckets.take(key, self._clock(), cost)
+
+    async def locked_for(self, key: str) -> float | None:
+        """Seconds the key stays locked out, or None if it is not locked."""
+        return self._lockout.locked_for(key, self._clock())
+
+    async def record_failure(self, key: str) -> float | None:
+        """Count a failure; return the lock's seconds if this locked the key.
+
+        While the key is locked, failures are ignored (they do not extend
+        the lock) and None is returned.
+        """
+        return self._lockout.record_failure(key, self._clock())
+
+    async def clear_failures(self, key: str) -> None:
+        """Forget the key's failures (after a success); an active lock stays."""
+        self._lockout.clear(key)
+
+    async def revoke(self, session_id: str, ttl: float) -> None:
+        """Treat the session as revoked for the next *ttl* seconds (never shortening)."""
+        now = self._clock()
+        if ttl <= 0:
+            return
+        self._revoked.revoke(session_id, now + ttl)
+        if len(self._revoked) >= self._next_revocation_sweep:
+            self._revoked.sweep(now)
+            self._next_revocation_sweep = max(_MIN_REVOCATION_SWEEP, 2 * len(self._revoked))
+
+    async def is_revoked(self, session_id: str) -> bool:
+        """True while the session is within a revocation's ttl."""
+        return self._revoked.is_revoked(session_id, self._clock())

@@ -1,0 +1,58 @@
+"""The Limits port: rate limits, lockouts and the revocation list.
+
+The embedded adapter keeps everything in memory (one process); a Redis
+adapter (later) implements the same calls with atomic scripts so that N
+processes enforce one limit. Times inside an adapter come from its own
+injected clock; callers pass durations, never timestamps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class RatePolicy:
+    """A token bucket: *rate* tokens per second sustained, at most *burst* saved."""
+
+    rate: float
+    burst: float
+
+    @classmethod
+    def per_minute(cls, n: float, burst: float | None = None) -> RatePolicy:
+        """N per minute sustained (refill n/60 per second), burst N unless given."""
+        return cls(rate=n / 60.0, burst=float(n if burst is None else burst))
+
+
+@dataclass(frozen=True, slots=True)
+class LockoutPolicy:
+    """*threshold* failures within *window* seconds lock the key for *duration*."""
+
+    threshold: int
+    window: float
+    duration: float
+
+
+class Limits(Protocol):
+    async def take(self, limit: str, key: str, cost: float = 1.0) -> float | None:
+        """Take *cost* tokens from bucket (*limit*, *key*).
+
+        Returns None if allowed, else the seconds until it would be (for
+        ``Retry-After``). A refused take consumes nothing.
+        Raises KeyError for a *limit* with no policy.
+        """
+
+    async def locked_for(self, key: str) -> float | None:
+        """Seconds the key stays locked out, or None if it is not locked."""
+
+    async def record_failure(self, key: str) -> float | None:
+        """Count a failure; return the lock's seconds if this locked the key."""
+
+    async def clear_failures(self, key: str) -> None:
+        """Forget the key's failures (after a success)."""
+
+    async def revoke(self, session_id: str, ttl: float) -> None:
+        """Treat the session as revoked for the next *ttl* seconds."""
+
+    async def is_revoked(self, session_id: str) -> bool: ...

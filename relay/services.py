@@ -1,0 +1,28 @@
+"""The one :class:`Services` object both servers share, built once at start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .auth import AuthService
+from .config import Config
+from .crypto import PasswordHasher, TokenService
+from .limits import Limits
+from .obs import Logger, Metrics
+from .store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a request or a connection needs, passed explicitly."""
+
+    config: Config
+    store: Store
+    limits: Limits
+    hasher: PasswordHasher
+    tokens: TokenService
+    auth: AuthService
+    metrics: Metrics
+    log: Logger
+    wall_clock: Callable[[], float]

@@ -1,0 +1,24 @@
+"""Store port and its adapters (SQLite embedded default)."""
+
+from __future__ import annotations
+
+from ._port import Bundle as Bundle
+from ._port import Device as Device
+from ._port import Enqueued as Enqueued
+from ._port import KeyIdReused as KeyIdReused
+from ._port import KeyUpload as KeyUpload
+from ._port import NewMessage as NewMessage
+from ._port import OneTimePrekey as OneTimePrekey
+from ._port import PrekeyStatus as PrekeyStatus
+from ._port import PutKeysResult as PutKeysResult
+from ._port import QueuedMessage as QueuedMessage
+from ._port import RefreshOutcome as RefreshOutcome
+from ._port import RefreshResult as RefreshResult
+from ._port import Session as Session
+from ._port import SignedPrekey as SignedPrekey
+from ._port import Store as Store
+from ._port import StoreError as StoreError
+from ._port import User as User
+from ._port import UsernameTaken as UsernameTaken
+from ._sqlite import SQLiteStore as SQLiteStore
+from ._sqlite import open_sqlite_store as open_sqlite_store

@@ -1,0 +1,311 @@
+"""SQLite adapter of the Store port: the embedded default.
+
+One ``sqlite3`` connection serves the whole process. It is only ever used
+from Trio worker threads, through a ``CapacityLimiter(1)``, so calls run one
+at a time and the event loop never waits on disk. The SQL itself lives in
+``_sqlite_accounts``, ``_sqlite_keys`` and ``_sqlite_messages``; this module
+owns the connection, the threads and the transactions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeVar
+
+import trio
+
+from . import _sqlite_accounts as accounts
+from . import _sqlite_keys as keys
+from . import _sqlite_messages as queue
+from ._migrations import migrate
+from ._port import (
+    Bundle,
+    Device,
+    Enqueued,
+    KeyUpload,
+    NewMessage,
+    PrekeyStatus,
+    PutKeysResult,
+    QueuedMessage,
+    RefreshResult,
+    Session,
+    StoreError,
+    User,
+)
+
+if TYPE_CHECKING:
+    from ._port import Store
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5_000
+"""How long a statement waits for another process's lock before SQLITE_BUSY."""
+
+_READ = "BEGIN"
+# Writers take the write lock up front: a deferred transaction that reads and
+# then writes can fail with SQLITE_BUSY midway (lock upgrade) instead of
+# waiting, and read-then-write logic (key consumption) needs the lock anyway.
+_WRITE = "BEGIN IMMEDIATE"
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # isolation_level=None: the sqlite3 module never opens or commits a
+    # transaction behind our back; each store method states its own.
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        # Before anything that takes a lock, switching to WAL included.
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode not in ("wal", "memory"):
+            raise StoreError(f"{path}: cannot use WAL journal mode (got {mode!r})")
+        # FULL: fsync the WAL on every commit, so an accepted message
+        # survives power loss or kill -9 (NORMAL could lose the last commits).
+        conn.execute("PRAGMA synchronous = FULL")
+        # Per connection and off by default; the cascades rely on it.
+        conn.execute("PRAGMA foreign_keys = ON")
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _transaction(conn: sqlite3.Connection, begin: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute(begin)
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        # Some errors (e.g. SQLITE_FULL) already rolled back.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+class SQLiteStore:
+    """The :class:`~relay.store.Store` port over one SQLite file.
+
+    Open it with :func:`open_sqlite_store`. Every method runs as one
+    transaction in a worker thread (``BEGIN IMMEDIATE`` for writes, ``BEGIN``
+    for reads) and is a Trio checkpoint.
+
+    Cancellation: a call cancelled while waiting for its turn does nothing.
+    Once its worker thread has started, the thread is not abandoned
+    (``abandon_on_cancel=False``): the caller waits for it, so its
+    transaction commits or rolls back as a whole, and the cancellation is
+    delivered at the caller's next checkpoint. A committed write is never
+    half-done, and never done behind a caller who was told it failed.
+
+    After :meth:`aclose`, calls raise :class:`trio.ClosedResourceError`.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        # One token: the connection is not safe for concurrent use, and
+        # serialising here rather than on SQLite's lock keeps waiting on the
+        # Trio side, where it is cancellable, instead of in a busy loop.
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def _run(self, begin: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def work() -> T:
+            # Checked under the limiter, so it cannot race with aclose().
+            if self._conn is None:
+                raise trio.ClosedResourceError("the store is closed")
+            return _transaction(self._conn, begin, fn)
+
+        return await trio.to_thread.run_sync(work, limiter=self._limiter)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(_READ, fn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(_WRITE, fn)
+
+    # -- health -----------------------------------------------------------
+    async def ping(self) -> None:
+        """Run ``SELECT 1``; raise if the database does not answer."""
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def aclose(self) -> None:
+        """Close the connection once in-flight calls are done. Idempotent."""
+
+        def close() -> None:
+            if self._conn is not None:
+                # The last connection to close checkpoints the WAL into the
+                # main file and removes the -wal/-shm files.
+                self._conn.close()
+                self._conn = None
+
+        # Shielded: closing from a cancelled scope (shutdown, a failed
+        # `async with`) must still release the file.
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(close, limiter=self._limiter)
+
+    # -- accounts ---------------------------------------------------------
+    async def create_user(self, username: str, password_hash: bytes, now: float) -> User:
+        """Create a user; raise :class:`UsernameTaken` if the name exists.
+
+        The name is stored and compared exactly as given (callers case-fold).
+        """
+        return await self._write(lambda c: accounts.create_user(c, username, password_hash, now))
+
+    async def get_user(self, user_id: str) -> User | None:
+        return await self._read(lambda c: accounts.get_user(c, user_id))
+
+    async def get_user_by_name(self, username: str) -> User | None:
+        return await self._read(lambda c: accounts.get_user_by_name(c, username))
+
+    # -- devices ----------------------------------------------------------
+    async def create_device(self, user_id: str, name: str, now: float) -> Device:
+        """Create a device seen at *now*; raise :class:`StoreError` for an unknown user."""
+        return await self._write(lambda c: accounts.create_device(c, user_id, name, now))
+
+    async def get_device(self, device_id: str) -> Device | None:
+        return await self._read(lambda c: accounts.get_device(c, device_id))
+
+    async def list_devices(self, user_id: str) -> list[Device]:
+        """The user's devices, oldest first."""
+        return await self._read(lambda c: accounts.list_devices(c, user_id))
+
+    async def count_devices(self, user_id: str) -> int:
+        return await self._read(lambda c: accounts.count_devices(c, user_id))
+
+    async def delete_device(self, user_id: str, device_id: str, now: float) -> list[str] | None:
+        """Delete the device with its keys, queued messages and sessions.
+
+        Returns the ids of the sessions that were active on it at *now*, or
+        None if the user has no such device. Its live sessions still appear
+        in :meth:`revoked_since` (revoked at *now*) until they expire.
+        """
+        return await self._write(lambda c: accounts.delete_device(c, user_id, device_id, now))
+
+    # -- sessions ---------------------------------------------------------
+    async def create_session(
+        self, user_id: str, device_id: str, refresh_hash: bytes, now: float, expires_at: float
+    ) -> Session:
+        """Create a session whose current refresh token is *refresh_hash*.
+
+        Raises :class:`StoreError` if the user has no such device.
+        """
+        return await self._write(
+            lambda c: accounts.create_session(c, user_id, device_id, refresh_hash, now, expires_at)
+        )
+
+    async def get_session(self, session_id: str) -> Session | None:
+        return await self._read(lambda c: accounts.get_session(c, session_id))
+
+    async def list_sessions(self, user_id: str, now: float) -> list[Session]:
+        """The user's active sessions on all devices, oldest first."""
+        return await self._read(lambda c: accounts.list_sessions(c, user_id, now))
+
+    async def rotate_refresh(
+        self, old_hash: bytes, new_hash: bytes, now: float, expires_at: float
+    ) -> RefreshResult:
+        """Spend *old_hash* and make *new_hash* the session's refresh token.
+
+        ROTATED also sets the session's ``expires_at`` and ``last_used_at``.
+        A spent hash of a live session revokes it (REUSED); an unknown hash,
+        or one whose session is revoked or expired, is INVALID.
+        """
+        return await self._write(
+            lambda c: accounts.rotate_refresh(c, old_hash, new_hash, now, expires_at)
+        )
+
+    async def revoke_session(
+        self, session_id: str, now: float, user_id: str | None = None
+    ) -> Session | None:
+        """Revoke the active session (of *user_id*, if given); return it as it was."""
+        return await self._write(lambda c: accounts.revoke_session(c, session_id, now, user_id))
+
+    async def revoked_since(self, since: float) -> list[Session]:
+        """Sessions revoked at or after *since*, oldest revocation first."""
+        return await self._read(lambda c: accounts.revoked_since(c, since))
+
+    async def touch_session(self, session_id: str, now: float) -> None:
+        """Record use of an active session and its device; ignore dead sessions."""
+        await self._write(lambda c: accounts.touch_session(c, session_id, now))
+
+    # -- keys ---------------------------------------------------------------
+    async def put_keys(self, device_id: str, upload: KeyUpload, now: float) -> PutKeysResult:
+        """Store the device's bundle in one transaction (all or nothing).
+
+        A different identity key replaces the whole bundle. Otherwise the
+        signed prekey is replaced (uploaded at *now*) and the one-time
+        prekeys are added; an id already uploaded under this identity key,
+        used or not, or repeated in the upload, raises :class:`KeyIdReused`.
+        """
+        return await self._write(lambda c: keys.put_keys(c, device_id, upload, now))
+
+    async def fetch_bundles(self, user_id: str, device_id: str | None) -> list[Bundle]:
+        """Bundles of the user's devices with keys, oldest device first.
+
+        Consumes each device's lowest unused one-time prekey under the write
+        lock, so no two calls (or processes) ever get the same one.
+        """
+        return await self._write(lambda c: keys.fetch_bundles(c, user_id, device_id))
+
+    async def prekey_status(self, device_id: str) -> PrekeyStatus:
+        return await self._read(lambda c: keys.prekey_status(c, device_id))
+
+    # -- messages -----------------------------------------------------------
+    async def enqueue(self, messages: Sequence[NewMessage], max_per_device: int) -> list[Enqueued]:
+        """Store a batch of messages in one transaction (group commit).
+
+        Messages are applied in order, as if enqueued one by one; a target
+        device that no longer exists gets no copy. Raises ValueError if
+        *max_per_device* < 1.
+        """
+        if max_per_device < 1:
+            raise ValueError(f"max_per_device must be at least 1, not {max_per_device}")
+        batch = list(messages)  # a snapshot: the worker thread must not see it change
+        return await self._write(lambda c: queue.enqueue(c, batch, max_per_device))
+
+    async def pending(self, device_id: str, after_seq: int, limit: int) -> list[QueuedMessage]:
+        """Unacked messages for the device with ``seq > after_seq``, in order."""
+        return await self._read(lambda c: queue.pending(c, device_id, after_seq, limit))
+
+    async def ack(self, device_id: str, message_ids: Sequence[str]) -> int:
+        """Forget the device's copies of these messages; return how many.
+
+        Unknown ids, and ids of messages not queued for the device, are ignored.
+        """
+        ids = list(message_ids)
+        return await self._write(lambda c: queue.ack(c, device_id, ids))
+
+    async def purge_expired(self, now: float) -> int:
+        """Drop messages with ``expires_at <= now``; return how many queued copies went.
+
+        Also forgets refresh hashes of expired or revoked sessions and the
+        copies of deleted sessions past their expiry (nothing can use them).
+        """
+
+        def purge(c: sqlite3.Connection) -> int:
+            accounts.purge_dead_sessions(c, now)
+            return queue.purge_expired(c, now)
+
+        return await self._write(purge)
+
+
+@asynccontextmanager
+async def open_sqlite_store(path: str) -> AsyncIterator[SQLiteStore]:
+    """Open (creating if need be) and migrate the database at *path*.
+
+    Raises :class:`~relay.store._migrations.SchemaVersionError` if the file
+    was written by a newer relay. The store is closed on exit.
+    """
+    # Opening touches the disk (and may migrate): a worker thread too.
+    conn = await trio.to_thread.run_sync(_connect, path)
+    store = SQLiteStore(conn)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_port(store: SQLiteStore) -> Store:
+        return store  # mypy fails here if SQLiteStore drifts from the Store protocol

@@ -1,0 +1,163 @@
+"""Shared fixtures: a config on temporary files, services, a live relay, a client."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from relay.app import Bound, open_services, serve_services
+from relay.config import Config, load_config
+from relay.obs import configure_logging
+from relay.services import Services
+
+SECRET = "test-secret-0123456789-abcdefghijklmnop"
+PASSWORD = "correct horse battery"
+
+
+class WallClock:
+    """A settable stand-in for ``time.time`` (token and session expiry)."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def wall() -> WallClock:
+    return WallClock()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """Defaults, on a temporary database, cheap argon2 and ephemeral ports."""
+    return load_config(
+        env={
+            "JWT_SECRET": SECRET,
+            "RELAY_STORE_PATH": str(tmp_path / "relay.db"),
+            "RELAY_HTTP_PORT": "0",
+            "RELAY_WS_PORT": "0",
+            "RELAY_AUTH_ARGON2_OPSLIMIT": "1",
+            "RELAY_AUTH_ARGON2_MEMLIMIT": "8192",
+        }
+    )
+
+
+class LogCapture(io.StringIO):
+    """Every log line written while the test ran."""
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.getvalue().splitlines() if line.strip()]
+
+    def events(self) -> list[str]:
+        return [r["event"] for r in self.records()]
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    buffer = LogCapture()
+    configure_logging("debug", "json", stream=buffer)
+    yield buffer
+    configure_logging("info", "json")
+
+
+@pytest.fixture
+async def services(config: Config, wall: WallClock, logs: LogCapture) -> AsyncIterator[Services]:
+    async with open_services(config, wall_clock=wall) as built:
+        yield built
+
+
+@dataclass
+class Relay:
+    """A relay serving on ephemeral ports inside the test's nursery."""
+
+    services: Services
+    bound: Bound
+    stop: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.bound.http_port}"
+
+
+@pytest.fixture
+async def relay(services: Services, nursery: trio.Nursery) -> AsyncIterator[Relay]:
+    stop = trio.Event()
+    bound = await nursery.start(
+        lambda task_status: serve_services(
+            services, shutdown_trigger=stop.wait, task_status=task_status
+        )
+    )
+    yield Relay(services, bound, stop)
+    stop.set()
+
+
+RelayFactory = Callable[..., Awaitable[tuple[Relay, httpx.AsyncClient]]]
+
+
+@pytest.fixture
+async def relay_with(
+    config: Config, wall: WallClock, logs: LogCapture, nursery: trio.Nursery
+) -> AsyncIterator[RelayFactory]:
+    """Start a relay with config changes: ``await relay_with(auth__login_rate_per_minute=3)``."""
+    async with AsyncExitStack() as stack:
+
+        async def start(**changes: Any) -> tuple[Relay, httpx.AsyncClient]:
+            built = await stack.enter_async_context(
+                open_services(config.replace(**changes), wall_clock=wall)
+            )
+            stop = trio.Event()
+            bound = await nursery.start(
+                lambda task_status: serve_services(
+                    built, shutdown_trigger=stop.wait, task_status=task_status
+                )
+            )
+            stack.callback(stop.set)
+            running = Relay(built, bound, stop)
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=running.http_url, timeout=10)
+            )
+            return running, http
+
+        yield start
+
+
+@pytest.fixture
+async def client(relay: Relay) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=relay.http_url, timeout=10) as http:
+        yield http
+
+
+async def register(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> str:
+    response = await client.post("/api/accounts", json={"username": username, "password": password})
+    assert response.status_code == 201, response.text
+    user_id: str = response.json()["user_id"]
+    return user_id
+
+
+async def login(
+    client: httpx.AsyncClient, username: str, password: str = PASSWORD, **extra: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        "/api/login", json={"username": username, "password": password, **extra}
+    )
+    assert response.status_code == 200, response.text
+    grant: dict[str, Any] = response.json()
+    return grant
+
+
+def bearer(grant: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {grant['access_token']}"}

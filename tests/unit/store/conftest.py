@@ -1,0 +1,52 @@
+"""The Store contract runs once per adapter.
+
+To add an adapter, write a factory ``(request, tmp_path) -> Backend`` and
+register it in ``BACKENDS``; every test taking ``store`` or ``backend`` then
+runs against it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from relay.store import Store, open_sqlite_store
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One adapter on one empty database.
+
+    ``open()`` may be called again after the previous store was closed: it
+    reopens the *same* database (persistence and migration tests).
+    """
+
+    name: str
+    open: Callable[[], AbstractAsyncContextManager[Store]]
+
+
+def _sqlite_file(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    path = str(tmp_path / "relay.db")
+    return Backend("sqlite-file", lambda: open_sqlite_store(path))
+
+
+# A PostgreSQL adapter would add e.g. "postgres": a factory creating a fresh
+# schema (and dropping it with request.addfinalizer), skipped without a DSN.
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
+    "sqlite-file": _sqlite_file,
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return BACKENDS[request.param](request, tmp_path)
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    async with backend.open() as opened:
+        yield opened
