@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import trio
 
 from .auth import LOGIN_LIMIT, AuthService
+from .bus import Bus, LocalBus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
 from .http import serve_http
@@ -17,6 +18,7 @@ from .limits import LockoutPolicy, MemoryLimits, RatePolicy
 from .obs import Metrics, get_logger
 from .services import Services
 from .store import Store, open_sqlite_store
+from .ws import HANDSHAKE_LIMIT, WsServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +26,20 @@ class Bound:
     """Where the servers listen (ports resolved when 0 was asked for)."""
 
     http_port: int
+    ws_port: int
 
 
 def rate_policies(config: Config) -> dict[str, RatePolicy]:
     """Every named token bucket the relay uses, from the config."""
     return {
         LOGIN_LIMIT: RatePolicy.per_minute(config.auth.login_rate_per_minute),
+        HANDSHAKE_LIMIT: RatePolicy.per_minute(config.ws.handshake_rate_per_minute),
     }
+
+
+def make_bus(config: Config) -> Bus:
+    """The Bus adapter chosen in ``[bus] backend``."""
+    return LocalBus()
 
 
 @asynccontextmanager
@@ -74,6 +83,8 @@ async def open_services(
         tokens = TokenService(config.auth.jwt_secret, config.auth.access_token_ttl, wall_clock)
         auth = AuthService(config.auth, store, limits, hasher, tokens, metrics, log, wall_clock)
         await auth.restore_revocations()
+        bus = make_bus(config)
+        auth.on_revoked(bus.publish_revocation)
         yield Services(
             config=config,
             store=store,
@@ -81,6 +92,7 @@ async def open_services(
             hasher=hasher,
             tokens=tokens,
             auth=auth,
+            bus=bus,
             metrics=metrics,
             log=log,
             wall_clock=wall_clock,
@@ -104,8 +116,38 @@ async def serve_services(
                 services, shutdown_trigger=shutdown_trigger, task_status=task_status
             )
         )
-        services.log.info("relay.listening", http_port=http_port)
-        task_status.started(Bound(http_port=http_port))
+        ws_port = await nursery.start(
+            lambda task_status: WsServer(services).serve(
+                shutdown_trigger=shutdown_trigger, task_status=task_status
+            )
+        )
+        nursery.start_soon(_sweep_expired, services, shutdown_trigger)
+        services.log.info("relay.listening", http_port=http_port, ws_port=ws_port)
+        task_status.started(Bound(http_port=http_port, ws_port=ws_port))
+
+
+SWEEP_INTERVAL = 60.0
+
+
+async def _sweep_expired(
+    services: Services, shutdown_trigger: Callable[[], Awaitable[None]]
+) -> None:
+    """Drop queued messages past ``queue.ttl`` every minute, until shutdown."""
+    async with trio.open_nursery() as nursery:
+
+        async def sweep() -> None:
+            while True:
+                try:
+                    dropped = await services.store.purge_expired(services.wall_clock())
+                    if dropped:
+                        services.log.info("queue.expired", dropped=dropped)
+                except Exception:  # a failed sweep is retried next time
+                    services.log.error("queue.sweep_failed", exc_info=True)
+                await trio.sleep(SWEEP_INTERVAL)
+
+        nursery.start_soon(sweep)
+        await shutdown_trigger()
+        nursery.cancel_scope.cancel()
 
 
 async def run(

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .auth import AuthService
+from .bus import Bus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
 from .limits import Limits
@@ -23,6 +24,7 @@ class Services:
     hasher: PasswordHasher
     tokens: TokenService
     auth: AuthService
+    bus: Bus
     metrics: Metrics
     log: Logger
     wall_clock: Callable[[], float]

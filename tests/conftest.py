@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -70,6 +71,10 @@ class LogCapture(io.StringIO):
 def logs() -> Iterator[LogCapture]:
     buffer = LogCapture()
     configure_logging("debug", "json", stream=buffer)
+    # The test's own HTTP client logs its request URLs (query tokens
+    # included); those lines are the client's, not the relay's.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     yield buffer
     configure_logging("info", "json")
 

@@ -104,6 +104,7 @@ CREATE TABLE messages (
     message_id        TEXT NOT NULL UNIQUE,
     sender_user_id    TEXT NOT NULL,
     sender_device_id  TEXT NOT NULL,
+    sender_username   TEXT NOT NULL,
     client_id         TEXT NOT NULL,
     recipient_user_id TEXT NOT NULL,
     target_device_ids TEXT NOT NULL,  -- JSON array, to answer duplicates

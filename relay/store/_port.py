@@ -123,6 +123,7 @@ class PrekeyStatus:
 class NewMessage:
     sender_user_id: str
     sender_device_id: str
+    sender_username: str
     client_id: str  # the sender's id for the message (idempotency key per device)
     recipient_user_id: str
     target_device_ids: Sequence[str]
@@ -147,6 +148,7 @@ class QueuedMessage:
     device_id: str  # the recipient device
     sender_user_id: str
     sender_device_id: str
+    sender_username: str
     client_id: str
     body: str
     sent_at: float
@@ -178,6 +180,12 @@ class Store(Protocol):
         """The user's devices, oldest first."""
 
     async def count_devices(self, user_id: str) -> int: ...
+
+    async def resolve_users(self, usernames: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
+        """Map each existing username to (user id, its device ids, oldest first).
+
+        One query for a whole batch of recipients; unknown names are absent.
+        """
 
     async def delete_device(self, user_id: str, device_id: str, now: float) -> list[str] | None:
         """Delete the device with its keys, queued messages and sessions.

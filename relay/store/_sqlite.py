@@ -170,6 +170,10 @@ class SQLiteStore:
         """The user's devices, oldest first."""
         return await self._read(lambda c: accounts.list_devices(c, user_id))
 
+    async def resolve_users(self, usernames: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
+        names = list(usernames)
+        return await self._read(lambda c: accounts.resolve_users(c, names))
+
     async def count_devices(self, user_id: str) -> int:
         return await self._read(lambda c: accounts.count_devices(c, user_id))
 

@@ -7,6 +7,7 @@ worker thread; they never begin or end transactions themselves.
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 from collections.abc import Sequence
@@ -97,6 +98,22 @@ def list_devices(conn: sqlite3.Connection, user_id: str) -> list[Device]:
         (user_id,),
     ).fetchall()
     return [_device(r) for r in rows]
+
+
+def resolve_users(
+    conn: sqlite3.Connection, usernames: Sequence[str]
+) -> dict[str, tuple[str, list[str]]]:
+    rows = conn.execute(
+        "SELECT u.username, u.id, d.id FROM users AS u LEFT JOIN devices AS d ON d.user_id = u.id"
+        " WHERE u.username IN (SELECT value FROM json_each(?)) ORDER BY d.created_at, d.rowid",
+        (json.dumps(list(usernames)),),
+    ).fetchall()
+    found: dict[str, tuple[str, list[str]]] = {}
+    for username, user_id, device_id in rows:
+        entry = found.setdefault(username, (user_id, []))
+        if device_id is not None:
+            entry[1].append(device_id)
+    return found
 
 
 def count_devices(conn: sqlite3.Connection, user_id: str) -> int:

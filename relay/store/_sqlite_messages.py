@@ -55,13 +55,14 @@ def _enqueue_one(conn: sqlite3.Connection, m: NewMessage, max_per_device: int) -
 
     message_id = new_id()
     cursor = conn.execute(
-        "INSERT INTO messages (message_id, sender_user_id, sender_device_id, client_id,"
-        " recipient_user_id, target_device_ids, body, sent_at, expires_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO messages (message_id, sender_user_id, sender_device_id, sender_username,"
+        " client_id, recipient_user_id, target_device_ids, body, sent_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             message_id,
             m.sender_user_id,
             m.sender_device_id,
+            m.sender_username,
             m.client_id,
             m.recipient_user_id,
             json.dumps(targets),
@@ -95,7 +96,7 @@ def pending(
 ) -> list[QueuedMessage]:
     rows = conn.execute(
         "SELECT m.message_id, m.seq, q.device_id, m.sender_user_id, m.sender_device_id,"
-        " m.client_id, m.body, m.sent_at"
+        " m.sender_username, m.client_id, m.body, m.sent_at"
         " FROM queue AS q JOIN messages AS m ON m.seq = q.seq"
         " WHERE q.device_id = ? AND q.seq > ? ORDER BY q.seq LIMIT ?",
         # SQLite reads a negative LIMIT as "no limit"; a caller's bug must not
@@ -109,9 +110,10 @@ def pending(
             device_id=r[2],
             sender_user_id=r[3],
             sender_device_id=r[4],
-            client_id=r[5],
-            body=r[6],
-            sent_at=r[7],
+            sender_username=r[5],
+            client_id=r[6],
+            body=r[7],
+            sent_at=r[8],
         )
         for r in rows
     ]

@@ -8,7 +8,9 @@ SQLite-only checks (pragmas, migrations) are at the end.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +100,7 @@ class Cast:
         return NewMessage(
             sender_user_id=sender.user_id,
             sender_device_id=sender.id,
+            sender_username="alice" if sender.user_id == self.alice.id else "bob",
             client_id=client_id,
             recipient_user_id=self.bob.id,
             target_device_ids=[d.id for d in (targets or [self.bob_phone, self.bob_laptop])],
@@ -905,6 +908,29 @@ async def test_pending_is_in_seq_order(store: Store, cast: Cast) -> None:
     assert [m.seq for m in queued] == sorted(m.seq for m in queued)
 
 
+async def test_pending_carries_the_sender(store: Store, cast: Cast) -> None:
+    """A queued message names its sender's username and device."""
+    await store.enqueue([cast.message("m1")], 100)
+    [queued] = await store.pending(cast.bob_phone.id, 0, 10)
+    assert (queued.sender_username, queued.sender_device_id) == ("alice", cast.alice_phone.id)
+    assert queued.sender_user_id == cast.alice.id
+
+
+async def test_resolve_users_maps_names_to_ids_and_devices(store: Store, cast: Cast) -> None:
+    """Known usernames map to (user id, device ids oldest first); unknown ones are absent."""
+    found = await store.resolve_users(["bob", "alice", "nobody"])
+    assert found == {
+        "bob": (cast.bob.id, [cast.bob_phone.id, cast.bob_laptop.id]),
+        "alice": (cast.alice.id, [cast.alice_phone.id]),
+    }
+
+
+async def test_resolve_users_includes_users_without_devices(store: Store) -> None:
+    """A user with no device resolves to an empty device list."""
+    user = await store.create_user("carol", b"h", T0)
+    assert await store.resolve_users(["carol"]) == {"carol": (user.id, [])}
+
+
 async def test_pending_starts_after_after_seq(store: Store, cast: Cast) -> None:
     """Only messages with seq greater than after_seq are returned."""
     results = await store.enqueue([cast.message(f"m{i}") for i in range(3)], 100)
@@ -1004,6 +1030,7 @@ async def test_everything_survives_close_and_reopen(backend: Backend) -> None:
                 NewMessage(
                     sender_user_id=alice.id,
                     sender_device_id=phone.id,
+                    sender_username="alice",
                     client_id="m1",
                     recipient_user_id=alice.id,
                     target_device_ids=[phone.id],
@@ -1102,3 +1129,33 @@ async def test_sqlite_closes_even_when_the_body_is_cancelled(tmp_path: Path) -> 
             scope.cancel()
             await trio.sleep_forever()
     assert store._conn is None
+
+
+_ENQUEUE_THEN_DIE = """
+import os, signal, sys
+import trio
+from relay.store import NewMessage, open_sqlite_store
+
+async def main(path):
+    async with open_sqlite_store(path) as store:
+        user = await store.create_user("alice", b"h", 0.0)
+        device = await store.create_device(user.id, "phone", 0.0)
+        message = NewMessage(user.id, device.id, "u", "m1", user.id, [device.id], "kept", 0.0, 1e12)
+        [accepted] = await store.enqueue([message], 10)
+        print(device.id, accepted.message_id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint, no atexit
+
+trio.run(main, sys.argv[1])
+"""
+
+
+async def test_sqlite_accepted_message_survives_kill_9(tmp_path: Path) -> None:
+    """Once enqueue returns, the message is on disk even if the process is killed."""
+    path = str(tmp_path / "relay.db")
+    died = await trio.run_process(
+        [sys.executable, "-c", _ENQUEUE_THEN_DIE, path], capture_stdout=True, check=False
+    )
+    assert died.returncode == -signal.SIGKILL
+    device_id, message_id = died.stdout.decode().split()
+    async with open_sqlite_store(path) as store:
+        assert [m.message_id for m in await store.pending(device_id, 0, 10)] == [message_id]

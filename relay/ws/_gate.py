@@ -1,0 +1,135 @@
+"""The handshake gate: cheapest refusal first, all before the upgrade.
+
+Order: per-IP token bucket (429 + Retry-After) → path (404) → shutdown and
+connection caps (503) → Origin allowlist (403) → token (401). The pure
+helpers (:func:`split_target`, :func:`token_from`) take values and return
+values; :class:`HandshakeGate` adds the limiter and the token check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from urllib.parse import parse_qs
+
+from ..auth import AuthService, origin_allowed
+from ..config import WsConfig
+from ..crypto import AccessClaims, InvalidToken
+from ..limits import Limits
+from ..obs import Logger, Metrics
+
+WS_PATH = "/ws"
+HANDSHAKE_LIMIT = "ws_handshake"
+MAX_TOKEN_CHARS = 4096
+
+
+class Refusal(Exception):
+    """Refuse the handshake with this HTTP status (and headers).
+
+    ``outcome`` is the metrics label (``rate_limited``, ``origin_rejected``...).
+    """
+
+    def __init__(
+        self, status: int, outcome: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        super().__init__(outcome)
+        self.status = status
+        self.outcome = outcome
+        self.headers = list(headers)
+
+
+def split_target(target: str) -> tuple[str, dict[str, list[str]]]:
+    """The request target's path and its query parameters."""
+    path, _, query = target.partition("?")
+    return path, parse_qs(query, max_num_fields=16) if query else {}
+
+
+def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The first value of header *name* (lower-case bytes), decoded as Latin-1."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def token_from(
+    headers: Sequence[tuple[bytes, bytes]], query: dict[str, list[str]]
+) -> tuple[str | None, str]:
+    """The token and where it came from: ``bearer``, ``query`` or ``none``.
+
+    ``Authorization`` with a scheme other than Bearer counts as no token;
+    the query form is ``access_token=<jwt>`` (for browsers).
+    """
+    auth = header(headers, b"authorization")
+    if auth is not None:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip(), "bearer"
+    values = query.get("access_token")
+    if values and values[0]:
+        return values[0], "query"
+    return None, "none"
+
+
+class HandshakeGate:
+    """Decides each handshake; raises :class:`Refusal` or returns the claims.
+
+    Returns None when the client presented no token: it then has
+    ``ws.auth_timeout`` to send an ``auth`` frame after the upgrade.
+    """
+
+    def __init__(
+        self,
+        config: WsConfig,
+        limits: Limits,
+        auth: AuthService,
+        metrics: Metrics,
+        log: Logger,
+    ) -> None:
+        self._config = config
+        self._limits = limits
+        self._auth = auth
+        self._metrics = metrics
+        self._log = log
+        self.shutting_down = False
+
+    async def check(
+        self,
+        ip: str,
+        target: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        open_connections: int,
+    ) -> AccessClaims | None:
+        wait = await self._limits.take(HANDSHAKE_LIMIT, ip)
+        if wait is not None:
+            self._log.warning("ratelimit.handshake", ip=ip, retry_after=round(wait, 3))
+            retry = str(max(1, math.ceil(wait))).encode()
+            raise Refusal(429, "rate_limited", ((b"Retry-After", retry),))
+        path, query = split_target(target)
+        if path != WS_PATH:
+            raise Refusal(404, "not_found")
+        if self.shutting_down or open_connections >= self._config.max_connections:
+            self._log.warning("ws.overloaded", ip=ip, shutting_down=self.shutting_down)
+            raise Refusal(503, "unavailable")
+        origin = header(headers, b"origin")
+        if origin is None:
+            if self._config.require_origin:
+                self._log.warning("ws.origin_rejected", ip=ip, origin=None)
+                raise Refusal(403, "origin_rejected")
+        elif not origin_allowed(origin, self._config.allowed_origins):
+            self._log.warning("ws.origin_rejected", ip=ip, origin=origin[:256])
+            raise Refusal(403, "origin_rejected")
+        token, source = token_from(headers, query)
+        if token is None:
+            return None
+        return await self.authenticate(token, ip, source)
+
+    async def authenticate(self, token: str, ip: str, source: str) -> AccessClaims:
+        """Claims of *token*, or Refusal(401) (logged without the token)."""
+        try:
+            if len(token) > MAX_TOKEN_CHARS:
+                raise InvalidToken("invalid")
+            return await self._auth.authenticate(token)
+        except InvalidToken as exc:
+            self._log.warning("ws.auth_failed", ip=ip, reason=exc.reason, source=source)
+            raise Refusal(401, "unauthorized") from None

@@ -1,0 +1,199 @@
+"""Group commit: sends and acks from every connection, stored in batches.
+
+Connections hand frames to one :class:`DeliveryPipeline` task through a
+bounded channel and never await the store themselves. The task takes
+whatever has queued up (up to ``store.batch_max``), resolves recipients in
+one query, stores the batch in one transaction, and only then answers
+``accepted`` and routes the messages over the Bus. One task, in order, so
+that per-sender FIFO holds by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from ..bus import Bus
+from ..config import Config
+from ..obs import Logger, Metrics
+from ..store import Enqueued, NewMessage, Store
+from ._frames import SendFrame, accepted_frame, error_frame, message_frame
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+
+class Sender(Protocol):
+    """The connection a send came from: who it is, and how to answer it."""
+
+    user_id: str
+    device_id: str
+    username: str
+
+    def push(self, frame: str) -> None: ...
+
+
+@dataclass(slots=True)
+class _Send:
+    sender: Sender
+    frame: SendFrame
+    received_at: float
+
+
+@dataclass(slots=True)
+class _Ack:
+    device_id: str
+    ids: tuple[str, ...]
+
+
+class DeliveryPipeline:
+    """Batches sends and acks into store transactions; see the module doc."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        bus: Bus,
+        metrics: Metrics,
+        log: Logger,
+        wall_clock: Callable[[], float],
+        capacity: int = 4096,
+    ) -> None:
+        self._ttl = config.queue.ttl
+        self._max_per_device = config.queue.max_per_device
+        self._batch_max = config.store.batch_max
+        self._store = store
+        self._bus = bus
+        self._metrics = metrics
+        self._log = log
+        self._clock = wall_clock
+        self._send, self._receive = trio.open_memory_channel[_Send | _Ack](capacity)
+
+    async def submit_send(self, sender: Sender, frame: SendFrame, received_at: float) -> None:
+        """Queue a send; waits only while the pipeline is full (backpressure)."""
+        await self._send.send(_Send(sender, frame, received_at))
+
+    async def submit_ack(self, device_id: str, ids: tuple[str, ...]) -> None:
+        await self._send.send(_Ack(device_id, ids))
+
+    def close(self) -> None:
+        """No more submissions: :meth:`run` stores what is queued, then returns."""
+        self._send.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit batches until :meth:`close`, then drain and return.
+
+        Cancellation abandons what is still queued (never acknowledged, so the
+        clients resend); a batch whose commit has begun completes or rolls
+        back whole in the store.
+        """
+        task_status.started()
+        async with self._receive:
+            async for first in self._receive:
+                batch: list[_Send | _Ack] = [first]
+                while len(batch) < self._batch_max:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self._commit(batch)
+
+    async def _commit(self, batch: Sequence[_Send | _Ack]) -> None:
+        sends = [item for item in batch if isinstance(item, _Send)]
+        acks = [item for item in batch if isinstance(item, _Ack)]
+        try:
+            if acks:
+                await self._store_acks(acks)
+            if sends:
+                await self._store_sends(sends)
+        except Exception:  # the store failed: refuse the batch, keep serving
+            self._log.error("store.batch_failed", sends=len(sends), acks=len(acks), exc_info=True)
+            for send in sends:
+                send.sender.push(
+                    error_frame("store_unavailable", "not stored; send again", send.frame.id)
+                )
+
+    async def _store_acks(self, acks: Sequence[_Ack]) -> None:
+        by_device: dict[str, list[str]] = {}
+        for ack in acks:
+            by_device.setdefault(ack.device_id, []).extend(ack.ids)
+        for device_id, ids in by_device.items():
+            await self._store.ack(device_id, ids)
+
+    async def _store_sends(self, sends: Sequence[_Send]) -> None:
+        directory = await self._store.resolve_users(sorted({s.frame.to.lower() for s in sends}))
+        now = self._clock()
+        accepted: list[_Send] = []
+        messages: list[NewMessage] = []
+        for send in sends:
+            targets = self._targets(send, directory)
+            if targets is None:
+                continue
+            accepted.append(send)
+            messages.append(
+                NewMessage(
+                    sender_user_id=send.sender.user_id,
+                    sender_device_id=send.sender.device_id,
+                    sender_username=send.sender.username,
+                    client_id=send.frame.id,
+                    recipient_user_id=directory[send.frame.to.lower()][0],
+                    target_device_ids=targets,
+                    body=bytes(send.frame.body).decode("utf-8"),
+                    sent_at=now,
+                    expires_at=now + self._ttl,
+                )
+            )
+        if not messages:
+            return
+        results = await self._store.enqueue(messages, self._max_per_device)
+        self._metrics.store_batch.observe(len(messages))
+        for send, message, result in zip(accepted, messages, results, strict=True):
+            await self._answer(send, message, result)
+
+    def _targets(
+        self, send: _Send, directory: dict[str, tuple[str, list[str]]]
+    ) -> list[str] | None:
+        frame = send.frame
+        entry = directory.get(frame.to.lower())
+        if entry is None:
+            send.sender.push(error_frame("unknown_recipient", "no such user", frame.id))
+            return None
+        _, devices = entry
+        if frame.device is not None:
+            if frame.device not in devices:
+                send.sender.push(error_frame("unknown_device", "no such device", frame.id))
+                return None
+            return [frame.device]
+        # A user's own other devices get a copy; the sending device does not.
+        targets = [d for d in devices if d != send.sender.device_id]
+        if not targets:
+            send.sender.push(error_frame("no_devices", "the user has no devices", frame.id))
+            return None
+        return targets
+
+    async def _answer(self, send: _Send, message: NewMessage, result: Enqueued) -> None:
+        send.sender.push(accepted_frame(send.frame.id, result.message_id))
+        if result.dropped:
+            send.sender.push(
+                error_frame(
+                    "queue_overflow",
+                    f"{result.dropped} oldest queued message(s) of the recipient were dropped",
+                    send.frame.id,
+                )
+            )
+        if result.duplicate:
+            return  # already routed when first accepted; replay covers the rest
+        frame = message_frame(
+            result.message_id,
+            message.sender_username,
+            message.sender_device_id,
+            bytes(send.frame.body),
+            message.sent_at,
+        )
+        await self._bus.publish_message(
+            result.target_device_ids, result.seq, frame, send.received_at
+        )
+
+

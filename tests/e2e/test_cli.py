@@ -1,0 +1,98 @@
+"""The ``relay`` command as a user runs it: start, refuse, stop, add users."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import PASSWORD
+from tests.e2e.conftest import secret_env
+
+
+def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay", *args],
+        env=env, input=stdin, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_version(relay_env: dict[str, str]) -> None:
+    """relay --version prints the version and exits 0."""
+    result = run(["--version"], relay_env)
+    assert result.returncode == 0 and result.stdout.startswith("relay ")
+
+
+def test_serve_refuses_to_start_without_jwt_secret(relay_env: dict[str, str]) -> None:
+    """No JWT_SECRET and no --dev: exit non-zero and say why."""
+    result = run(["serve"], relay_env)
+    assert result.returncode == 2
+    assert "JWT_SECRET" in result.stderr and "--dev" in result.stderr
+
+
+def test_bad_config_value_stops_the_start_naming_the_key(relay_env: dict[str, str]) -> None:
+    """A bad value prints one line naming the key and exits 2."""
+    result = run(["serve"], {**secret_env(relay_env), "RELAY_WS_PORT": "lots"})
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "ws.port" in result.stderr and "RELAY_WS_PORT" in result.stderr
+
+
+def test_short_jwt_secret_is_refused(relay_env: dict[str, str]) -> None:
+    """A JWT_SECRET under 32 bytes stops the start without echoing it."""
+    result = run(["serve"], {**relay_env, "JWT_SECRET": "too-short-secret"})
+    assert result.returncode == 2
+    assert "auth.jwt_secret" in result.stderr and "too-short-secret" not in result.stderr
+
+
+def test_missing_config_file_is_refused(relay_env: dict[str, str]) -> None:
+    """--config pointing nowhere stops the start."""
+    result = run(["serve", "--config", "/nonexistent/relay.toml"], secret_env(relay_env))
+    assert result.returncode == 2 and "cannot read" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_dev_mode_serves_and_stops_cleanly_on_signal(
+    relay_env: dict[str, str], spawn: Any, signum: int
+) -> None:
+    """--dev starts with an ephemeral secret, serves /healthz, and exits 0 on the signal."""
+    child = spawn(["serve", "--dev"], relay_env)
+    child.wait_for_event("relay.dev_secret")
+    port = child.wait_for_event("relay.listening")["http_port"]
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+    assert child.signal(signum) == 0
+    child.wait_for_event("relay.stopped")
+
+
+def test_user_add_then_login(relay_env: dict[str, str], spawn: Any) -> None:
+    """relay user add NAME --password-stdin creates an account that can log in."""
+    env = secret_env(relay_env)
+    added = run(["user", "add", "Carol", "--password-stdin"], env, stdin=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    assert "created user carol" in added.stdout
+    assert PASSWORD not in added.stdout + added.stderr
+    child = spawn(["serve"], env)
+    port = child.wait_for_event("relay.listening")["http_port"]
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/api/login", json={"username": "carol", "password": PASSWORD}
+    )
+    assert response.status_code == 200
+    assert child.signal(signal.SIGTERM) == 0
+
+
+def test_user_add_refuses_a_taken_name(relay_env: dict[str, str]) -> None:
+    """Adding the same user twice fails the second time with a clear message."""
+    env = secret_env(relay_env)
+    assert run(["user", "add", "dave", "--password-stdin"], env, PASSWORD).returncode == 0
+    again = run(["user", "add", "dave", "--password-stdin"], env, PASSWORD)
+    assert again.returncode == 1 and "taken" in again.stderr
+
+
+def test_user_add_refuses_a_short_password(relay_env: dict[str, str]) -> None:
+    """Password rules apply on the command line too."""
+    result = run(["user", "add", "erin", "--password-stdin"], secret_env(relay_env), "short")
+    assert result.returncode == 1 and "password" in result.stderr
