@@ -14,6 +14,7 @@ from .bus import Bus, LocalBus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
 from .http import serve_http
+from .keys import KEYS_FETCH_LIMIT, KEYS_TARGET_LIMIT
 from .limits import LockoutPolicy, MemoryLimits, RatePolicy
 from .obs import Metrics, get_logger
 from .services import Services
@@ -34,6 +35,8 @@ def rate_policies(config: Config) -> dict[str, RatePolicy]:
     return {
         LOGIN_LIMIT: RatePolicy.per_minute(config.auth.login_rate_per_minute),
         HANDSHAKE_LIMIT: RatePolicy.per_minute(config.ws.handshake_rate_per_minute),
+        KEYS_FETCH_LIMIT: RatePolicy.per_minute(config.keys.fetch_rate_per_minute),
+        KEYS_TARGET_LIMIT: RatePolicy.per_minute(config.keys.target_fetch_rate_per_minute),
     }
 
 

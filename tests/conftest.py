@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-import logging
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from relay.app import Bound, open_services, serve_services
 from relay.config import Config, load_config
@@ -92,22 +93,37 @@ class Relay:
     services: Services
     bound: Bound
     stop: trio.Event = field(default_factory=trio.Event)
+    done: trio.Event = field(default_factory=trio.Event)
 
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.bound.http_port}"
 
+    async def shutdown(self) -> None:
+        """Trigger the graceful shutdown and wait until both servers drained."""
+        self.stop.set()
+        await self.done.wait()
+
+
+async def start_relay(services: Services, nursery: trio.Nursery) -> Relay:
+    """Serve *services* in *nursery*; returns once both servers listen."""
+    stop, done = trio.Event(), trio.Event()
+
+    async def serve(task_status: trio.TaskStatus[Bound]) -> None:
+        try:
+            await serve_services(services, shutdown_trigger=stop.wait, task_status=task_status)
+        finally:
+            done.set()
+
+    bound = await nursery.start(serve)
+    return Relay(services, bound, stop, done)
+
 
 @pytest.fixture
 async def relay(services: Services, nursery: trio.Nursery) -> AsyncIterator[Relay]:
-    stop = trio.Event()
-    bound = await nursery.start(
-        lambda task_status: serve_services(
-            services, shutdown_trigger=stop.wait, task_status=task_status
-        )
-    )
-    yield Relay(services, bound, stop)
-    stop.set()
+    running = await start_relay(services, nursery)
+    yield running
+    await running.shutdown()
 
 
 RelayFactory = Callable[..., Awaitable[tuple[Relay, httpx.AsyncClient]]]
@@ -124,20 +140,26 @@ async def relay_with(
             built = await stack.enter_async_context(
                 open_services(config.replace(**changes), wall_clock=wall)
             )
-            stop = trio.Event()
-            bound = await nursery.start(
-                lambda task_status: serve_services(
-                    built, shutdown_trigger=stop.wait, task_status=task_status
-                )
-            )
-            stack.callback(stop.set)
-            running = Relay(built, bound, stop)
+            running = await start_relay(built, nursery)
+            stack.push_async_callback(running.shutdown)
             http = await stack.enter_async_context(
                 httpx.AsyncClient(base_url=running.http_url, timeout=10)
             )
             return running, http
 
         yield start
+
+
+@pytest.fixture
+def virtual_clock() -> trio.testing.MockClock:
+    """Virtual time for heartbeat, expiry and timeout tests.
+
+    The relay under test does real socket I/O and runs SQLite and argon2 in
+    worker threads; with a threshold of 0 virtual time would leap while a
+    thread is still working. 20 ms of real idleness first keeps the leaps to
+    moments when the test is truly waiting on a timer.
+    """
+    return trio.testing.MockClock(autojump_threshold=0.02)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from ..services import Services
 from ._account_routes import register_account_routes
 from ._auth_routes import register_auth_routes
 from ._errors import ApiError, error_response, json_response
+from ._keys_routes import register_keys_routes
 
 _CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID"
 _CORS_EXPOSE_HEADERS = "X-Request-ID, Retry-After"
@@ -31,6 +32,7 @@ def create_app(services: Services) -> Quart:
     _register_health(app, services)
     register_auth_routes(app, services)
     register_account_routes(app, services)
+    register_keys_routes(app, services)
     return app
 
 

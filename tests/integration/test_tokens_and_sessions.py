@@ -10,7 +10,6 @@ import pytest
 
 from relay.app import open_services
 from relay.crypto import InvalidToken
-
 from tests.conftest import SECRET, Relay, WallClock, bearer, login, register
 
 
