@@ -26,6 +26,8 @@ from ..obs import Logger, Metrics
 from ..store import Device, RefreshOutcome, Session, Store, User
 
 USERNAME = re.compile(r"[a-z0-9_.\-]{3,32}")
+# Names that collide with API paths (GET /api/keys/count vs /api/keys/{username}).
+RESERVED_USERNAMES = frozenset({"count"})
 LOGIN_LIMIT = "login"
 
 RevocationListener = Callable[[str, str], Awaitable[None]]
@@ -64,6 +66,8 @@ def normalise_username(username: str) -> str:
         raise AuthError(
             400, "invalid_username", "username must be 3-32 characters of a-z 0-9 _ . -"
         )
+    if folded in RESERVED_USERNAMES:
+        raise AuthError(400, "invalid_username", f"the username {folded!r} is reserved")
     return folded
 
 

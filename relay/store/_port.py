@@ -234,7 +234,8 @@ class Store(Protocol):
         """Store the device's bundle in one transaction (all or nothing).
 
         A different identity key replaces the whole bundle. Otherwise the
-        signed prekey is replaced and the one-time prekeys are added; an id
+        signed prekey is replaced (its upload time kept when it is the same
+        key re-sent) and the one-time prekeys are added; an id
         already uploaded under this identity key raises :class:`KeyIdReused`
         and nothing changes.
         """

@@ -70,7 +70,12 @@ def put_keys(
         " signed_prekey_id = excluded.signed_prekey_id,"
         " signed_prekey = excluded.signed_prekey,"
         " signed_prekey_signature = excluded.signed_prekey_signature,"
-        " signed_prekey_uploaded_at = excluded.signed_prekey_uploaded_at",
+        # Re-sending the same signed prekey (a one-time prekey refill) keeps
+        # its age: the age tells clients when to rotate it.
+        " signed_prekey_uploaded_at = CASE WHEN device_keys.signed_prekey = excluded.signed_prekey"
+        " AND device_keys.identity_key = excluded.identity_key"
+        " THEN device_keys.signed_prekey_uploaded_at"
+        " ELSE excluded.signed_prekey_uploaded_at END",
         (device_id, upload.identity_key, spk.key_id, spk.public_key, spk.signature, now),
     )
     conn.executemany(

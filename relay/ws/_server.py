@@ -112,6 +112,7 @@ class WsServer:
         except Refusal as refusal:
             self._metrics.ws_handshakes.labels(refusal.outcome).inc()
             await request.reject(refusal.status, extra_headers=refusal.headers)
+            await _drop(request)
             return
         ws = await request.accept()
         if claims is None:
@@ -151,6 +152,19 @@ class WsServer:
         )
         self._log.info("ws.connected", ip=ip)
         await Connection(ws, claims, user.username, self._ctx).run()
+
+
+async def _drop(request: WebSocketRequest) -> None:
+    """Close the TCP connection of a rejected handshake now.
+
+    trio-websocket 0.12 marks a rejected connection closed without closing
+    its stream, so its reader task (and the socket) would live until the
+    client hangs up: a flood of refused clients that never hang up would pile
+    up tasks and file descriptors. There is no public call for this.
+    """
+    close_stream = getattr(request._connection, "_close_stream", None)
+    if close_stream is not None:
+        await close_stream()
 
 
 def _ip(request: WebSocketRequest) -> str:

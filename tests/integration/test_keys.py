@@ -516,14 +516,11 @@ async def test_fetch_without_a_token_is_refused(client: httpx.AsyncClient) -> No
     assert (await count(client, bob))["one_time_prekeys"] == 2
 
 
-async def test_count_route_is_not_a_username(client: httpx.AsyncClient) -> None:
-    """/api/keys/count is always the caller's count; a user named count is fetched by device."""
-    count_user, alice = await account(client, "count"), await account(client, "alice")
-    await uploaded(client, count_user, 2)
-    response = await client.get("/api/keys/count", headers=bearer(alice))
-    assert response.json()["one_time_prekeys"] == 0
-    by_device = await fetch(client, alice, "count", count_user["device_id"])
-    assert by_device.json()["username"] == "count"
+async def test_count_is_a_reserved_username(client: httpx.AsyncClient) -> None:
+    """No user can be named count, so /api/keys/count never shadows a user's bundles."""
+    response = await client.post("/api/accounts", json={"username": "count", "password": "x" * 12})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_username"
 
 
 async def test_concurrent_fetches_never_share_a_prekey(relay_with: RelayFactory) -> None:

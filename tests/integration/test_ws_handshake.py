@@ -245,3 +245,19 @@ async def test_metrics_count_handshakes_by_outcome(
     assert 'relay_ws_handshakes_total{outcome="unauthorized"} 1.0' in text
 
 
+
+
+async def test_refused_handshake_is_hung_up_by_the_server(relay: Relay) -> None:
+    """After a refusal the server closes the socket itself, even if the client lingers."""
+    stream = await trio.open_tcp_stream("127.0.0.1", relay.bound.ws_port)
+    await stream.send_all(
+        b"GET /ws?access_token=bad HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    received = b""
+    with trio.fail_after(2):
+        while chunk := await stream.receive_some(1024):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 401")
+    await stream.aclose()

@@ -577,6 +577,14 @@ async def test_put_keys_same_identity_replaces_signed_prekey_and_adds_one_time_k
     assert bundle.signed_prekey == keys(signed_id=2).signed_prekey
 
 
+async def test_put_keys_resending_the_same_signed_prekey_keeps_its_age(store: Store) -> None:
+    """A refill that re-sends the current signed prekey does not restart its upload time."""
+    device = await new_device(store, await new_user(store))
+    await store.put_keys(device.id, keys(signed_id=1, one_time_ids=[1]), T0)
+    await store.put_keys(device.id, keys(signed_id=1, one_time_ids=[2]), T0 + HOUR)
+    assert (await store.prekey_status(device.id)).signed_prekey_uploaded_at == T0
+
+
 async def test_put_keys_with_no_one_time_keys_only_refreshes_the_signed_prekey(
     store: Store,
 ) -> None:
