@@ -50,9 +50,7 @@ def _install_hooks(app: Quart, services: Services) -> None:
 
     @app.after_request
     async def finish(response: Response) -> Response:
-        response.headers["X-Request-ID"] = getattr(g, "request_id", None) or request_id_from(
-            None
-        )
+        response.headers["X-Request-ID"] = getattr(g, "request_id", None) or request_id_from(None)
         origin = request.headers.get("Origin")
         if origin is not None and origin_allowed(origin, allowed):
             response.headers["Access-Control-Allow-Origin"] = origin
@@ -102,13 +100,20 @@ def _register_health(app: Quart, services: Services) -> None:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        try:
-            with trio.fail_after(2):
-                await services.store.ping()
-        except Exception:  # any failure means "not ready"; say which part
-            services.log.warning("health.store_unreachable", exc_info=True)
-            return json_response({"status": "unavailable", "store": "unreachable"}, 503)
-        return json_response({"status": "ready", "store": "ok", "bus": "ok"})
+        checks = {"store": services.store.ping, "bus": services.bus.ping}
+        status: dict[str, str] = {}
+        for name, ping in checks.items():
+            try:
+                with trio.fail_after(2):
+                    await ping()
+                status[name] = "ok"
+            except Exception:  # any failure means "not ready"; say which part
+                services.log.warning(f"health.{name}_unreachable", exc_info=True)
+                status[name] = "unreachable"
+        ready = all(value == "ok" for value in status.values())
+        return json_response(
+            {"status": "ready" if ready else "unavailable", **status}, 200 if ready else 503
+        )
 
     @app.get("/metrics")
     async def metrics() -> Response:
