@@ -18,14 +18,16 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.http_requests = Counter(
-            "relay_http_requests", "HTTP requests by route and status", ["route", "status"],
+            "relay_http_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
             registry=r,
         )
-        self.logins = Counter(
-            "relay_logins", "Login attempts by outcome", ["outcome"], registry=r
-        )
+        self.logins = Counter("relay_logins", "Login attempts by outcome", ["outcome"], registry=r)
         self.ratelimit_hits = Counter(
-            "relay_ratelimit_hits", "Requests refused by a rate limit or lockout", ["limit"],
+            "relay_ratelimit_hits",
+            "Requests refused by a rate limit or lockout",
+            ["limit"],
             registry=r,
         )
         self.sessions_revoked = Counter(
@@ -53,12 +55,24 @@ class Metrics:
             registry=r,
         )
         self.store_batch = Histogram(
-            "relay_store_batch_size", "Messages per group commit",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r,
+            "relay_store_batch_size",
+            "Messages per group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
         )
-        self.outbound_queue_depth = Histogram(
-            "relay_ws_outbound_queue_depth", "Outbound queue depth seen at enqueue",
-            buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,
+        # Read when scraped (set_function), so the hot path pays nothing.
+        self.pipeline_queue = Gauge(
+            "relay_pipeline_queue_depth",
+            "Sends and acks waiting for the group commit",
+            registry=r,
+        )
+        self.outbound_queued = Gauge(
+            "relay_ws_outbound_queued",
+            "Frames waiting in all connections' outbound queues",
+            registry=r,
+        )
+        self.outbound_queue_max = Gauge(
+            "relay_ws_outbound_queue_max", "Fullest connection outbound queue", registry=r
         )
         self.keys_fetched = Counter(
             "relay_keys_bundles_fetched", "Key bundles handed out", registry=r

@@ -92,6 +92,10 @@ class Connection:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # closing already
 
+    def queued(self) -> int:
+        """Frames waiting for the writer."""
+        return self._send.statistics().current_buffer_used
+
     def push_message(self, seq: int, frame: str, received_at: float) -> None:
         self.push(frame, seq)
         self._ctx.metrics.delivery_latency.observe(trio.current_time() - received_at)

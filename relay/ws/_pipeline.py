@@ -78,6 +78,10 @@ class DeliveryPipeline:
     async def submit_ack(self, device_id: str, ids: tuple[str, ...]) -> None:
         await self._send.send(_Ack(device_id, ids))
 
+    def depth(self) -> int:
+        """Submissions waiting for the next batch (for metrics)."""
+        return self._send.statistics().current_buffer_used
+
     def close(self) -> None:
         """No more submissions: :meth:`run` stores what is queued, then returns."""
         self._send.close()

@@ -28,6 +28,10 @@ class ConnectionRegistry:
         self._per_user: dict[str, int] = defaultdict(int)
         self._all: set[Connection] = set()
 
+    def queue_depths(self) -> list[int]:
+        """Frames waiting in each connection's outbound queue (for metrics)."""
+        return [conn.queued() for conn in self._all]
+
     def __len__(self) -> int:
         return len(self._all)
 

@@ -45,6 +45,12 @@ class WsServer:
             services.log,
             services.wall_clock,
         )
+        metrics = services.metrics
+        metrics.pipeline_queue.set_function(self.pipeline.depth)
+        metrics.outbound_queued.set_function(lambda: sum(self.registry.queue_depths()))
+        metrics.outbound_queue_max.set_function(
+            lambda: max(self.registry.queue_depths(), default=0)
+        )
         self._ctx = ConnectionContext(
             config=config,
             store=services.store,
@@ -170,5 +176,3 @@ async def _drop(request: WebSocketRequest) -> None:
 def _ip(request: WebSocketRequest) -> str:
     remote = request.remote
     return str(getattr(remote, "address", remote))
-
-

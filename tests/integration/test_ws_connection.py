@@ -356,3 +356,30 @@ async def started(
         async with httpx.AsyncClient(base_url=relay.http_url, timeout=None) as http:
             yield relay, http
         await relay.shutdown()
+
+
+async def test_expired_messages_are_swept_while_running(
+    config: Any, trio_wall: TrioWall, nursery: trio.Nursery, virtual_clock: trio.abc.Clock
+) -> None:
+    """The relay's own sweep drops a queued message once queue.ttl has passed."""
+    async with started(config.replace(queue__ttl=120), trio_wall, nursery) as (relay, http):
+        await register(http, "alice")
+        await register(http, "bob")
+        alice, bob = await login(http, "alice"), await login(http, "bob")
+        async with connect(relay, alice["access_token"]) as a:
+            await a.expect("ready")
+            await a.send(type="send", id="c1", to="bob", body="soon gone")
+            await a.expect("accepted")
+        store = relay.services.store
+        assert len(await store.pending(bob["device_id"], 0, 10)) == 1
+        await trio.sleep(60)
+        assert len(await store.pending(bob["device_id"], 0, 10)) == 1  # not yet
+        await trio.sleep(130)  # past the ttl and the next one-minute sweep
+        assert await store.pending(bob["device_id"], 0, 10) == []
+
+
+async def test_queue_depths_are_exported(relay: Relay, client: httpx.AsyncClient) -> None:
+    """/metrics shows the pipeline and outbound queue depths."""
+    text = (await client.get("/metrics")).text
+    for name in ("relay_pipeline_queue_depth", "relay_ws_outbound_queued", "relay_ws_connections"):
+        assert f"\n{name} " in text
