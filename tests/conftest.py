@@ -168,6 +168,14 @@ async def client(relay: Relay) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+@pytest.fixture
+async def pair(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Alice and Bob, registered and logged in on one device each."""
+    await register(client, "alice")
+    await register(client, "bob")
+    return await login(client, "alice"), await login(client, "bob")
+
+
 async def register(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> str:
     response = await client.post("/api/accounts", json={"username": username, "password": password})
     assert response.status_code == 201, response.text

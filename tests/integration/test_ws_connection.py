@@ -26,14 +26,6 @@ from tests.conftest import (
 )
 from tests.wsclient import connect
 
-
-@pytest.fixture
-async def pair(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
-    await register(client, "alice")
-    await register(client, "bob")
-    return await login(client, "alice"), await login(client, "bob")
-
-
 BAD_FRAMES = [
     ("not json", "malformed_json", None),
     ('["send"]', "unknown_type", None),

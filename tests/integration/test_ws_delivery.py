@@ -5,19 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 import trio
 
 from tests.conftest import Relay, RelayFactory, login, register
 from tests.wsclient import WsClient, connect
-
-
-@pytest.fixture
-async def pair(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Alice and Bob, one device each."""
-    await register(client, "alice")
-    await register(client, "bob")
-    return await login(client, "alice"), await login(client, "bob")
 
 
 async def send(ws: WsClient, cid: str, to: str = "bob", body: Any = "hi", **extra: Any) -> str:
