@@ -9,6 +9,7 @@ client id). Plain synchronous functions run inside one transaction by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -20,39 +21,106 @@ from ._sqlite_accounts import new_id
 def enqueue(
     conn: sqlite3.Connection, messages: Sequence[NewMessage], max_per_device: int
 ) -> list[Enqueued]:
-    # One message after another, so a batch means exactly what the same
-    # messages enqueued one by one would: a later duplicate in the batch sees
-    # the earlier one, and trimming counts against the queue as it is then.
-    return [_enqueue_one(conn, m, max_per_device) for m in messages]
+    """Store a batch with a fixed number of statements, not a few per message.
+
+    The result is exactly what enqueueing the messages one by one would
+    give: a later duplicate in the batch sees the earlier one, and each
+    message's ``dropped`` is what its own copies pushed out of full queues.
+    Duplicates, live target devices and queue lengths are read once for the
+    whole batch and then tracked here; each over-full queue is trimmed once.
+    """
+    if max_per_device < 1:
+        raise ValueError("max_per_device must be at least 1")
+    seen = _originals(conn, messages)
+    wanted = {d for m in messages for d in m.target_device_ids}
+    live = _existing_devices(conn, wanted)
+    lengths = _queue_lengths(conn, live)
+    results: list[Enqueued] = []
+    copies: list[tuple[str, int]] = []
+    for m in messages:
+        original = seen.get((m.sender_device_id, m.client_id))
+        if original is not None:
+            results.append(original)
+            continue
+        # A target deleted since the caller listed the devices gets no copy
+        # (its queue is gone); repeated ids get one copy.
+        targets = tuple(d for d in dict.fromkeys(m.target_device_ids) if d in live)
+        message_id, seq = _insert_message(conn, m, targets)
+        dropped = 0
+        for device_id in targets:
+            copies.append((device_id, seq))
+            lengths[device_id] += 1
+            if lengths[device_id] > max_per_device:
+                dropped += lengths[device_id] - max_per_device
+                lengths[device_id] = max_per_device
+        result = Enqueued(
+            message_id=message_id,
+            seq=seq,
+            duplicate=False,
+            target_device_ids=targets,
+            dropped=dropped,
+        )
+        seen[(m.sender_device_id, m.client_id)] = dataclasses.replace(
+            result, duplicate=True, dropped=0
+        )
+        results.append(result)
+    conn.executemany("INSERT INTO queue (device_id, seq) VALUES (?, ?)", copies)
+    for device_id in {d for d, _ in copies}:
+        if lengths[device_id] >= max_per_device:
+            # Everything past the newest max_per_device copies goes; the
+            # newest messages have the highest seq so they are kept.
+            conn.execute(
+                "DELETE FROM queue WHERE device_id = ? AND seq IN (SELECT seq FROM queue"
+                " WHERE device_id = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)",
+                (device_id, device_id, max_per_device),
+            )
+    return results
 
 
-def _enqueue_one(conn: sqlite3.Connection, m: NewMessage, max_per_device: int) -> Enqueued:
-    original = conn.execute(
-        "SELECT message_id, seq, target_device_ids FROM messages"
-        " WHERE sender_device_id = ? AND client_id = ?",
-        (m.sender_device_id, m.client_id),
-    ).fetchone()
-    if original is not None:
-        return Enqueued(
-            message_id=original[0],
-            seq=int(original[1]),
+def _originals(
+    conn: sqlite3.Connection, messages: Sequence[NewMessage]
+) -> dict[tuple[str, str], Enqueued]:
+    keys = json.dumps(sorted({(m.sender_device_id, m.client_id) for m in messages}))
+    rows = conn.execute(
+        "SELECT sender_device_id, client_id, message_id, seq, target_device_ids FROM messages"
+        " WHERE (sender_device_id, client_id) IN"
+        " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+        (keys,),
+    ).fetchall()
+    return {
+        (r[0], r[1]): Enqueued(
+            message_id=r[2],
+            seq=int(r[3]),
             duplicate=True,
-            target_device_ids=tuple(json.loads(original[2])),
+            target_device_ids=tuple(json.loads(r[4])),
             dropped=0,
         )
-
-    # A target deleted since the caller listed the devices gets no copy
-    # (its queue is gone); repeated ids get one copy.
-    wanted = list(dict.fromkeys(m.target_device_ids))
-    existing = {
-        r[0]
-        for r in conn.execute(
-            "SELECT id FROM devices WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(wanted),),
-        )
+        for r in rows
     }
-    targets = tuple(d for d in wanted if d in existing)
 
+
+def _existing_devices(conn: sqlite3.Connection, device_ids: set[str]) -> set[str]:
+    rows = conn.execute(
+        "SELECT id FROM devices WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(device_ids)),),
+    )
+    return {r[0] for r in rows}
+
+
+def _queue_lengths(conn: sqlite3.Connection, device_ids: set[str]) -> dict[str, int]:
+    lengths = dict.fromkeys(device_ids, 0)
+    rows = conn.execute(
+        "SELECT device_id, count(*) FROM queue WHERE device_id IN"
+        " (SELECT value FROM json_each(?)) GROUP BY device_id",
+        (json.dumps(sorted(device_ids)),),
+    )
+    lengths.update({r[0]: int(r[1]) for r in rows})
+    return lengths
+
+
+def _insert_message(
+    conn: sqlite3.Connection, m: NewMessage, targets: tuple[str, ...]
+) -> tuple[str, int]:
     message_id = new_id()
     cursor = conn.execute(
         "INSERT INTO messages (message_id, sender_user_id, sender_device_id, sender_username,"
@@ -73,22 +141,7 @@ def _enqueue_one(conn: sqlite3.Connection, m: NewMessage, max_per_device: int) -
     )
     seq = cursor.lastrowid
     assert seq is not None  # an INSERT into a rowid table always sets it
-    conn.executemany(
-        "INSERT INTO queue (device_id, seq) VALUES (?, ?)", [(d, seq) for d in targets]
-    )
-
-    dropped = 0
-    for device_id in targets:
-        # Everything past the newest max_per_device copies goes; the new
-        # message has the highest seq so it is never the one dropped.
-        dropped += conn.execute(
-            "DELETE FROM queue WHERE device_id = ? AND seq IN (SELECT seq FROM queue"
-            " WHERE device_id = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)",
-            (device_id, device_id, max_per_device),
-        ).rowcount
-    return Enqueued(
-        message_id=message_id, seq=seq, duplicate=False, target_device_ids=targets, dropped=dropped
-    )
+    return message_id, seq
 
 
 def pending(

@@ -34,8 +34,10 @@ from ._frames import (
 )
 from ._pipeline import DeliveryPipeline
 from ._registry import ConnectionRegistry
+from ._send import send_frames
 
 REPLAY_PAGE = 256
+WRITE_BATCH = 64  # frames per socket write, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,15 +199,25 @@ class Connection:
             self.close(1008, "too many invalid frames")
 
     async def _write_loop(self) -> None:
-        ws, metrics = self.ws, self._ctx.metrics
+        ws, sent = self.ws, self._ctx.metrics.ws_frames_out
         await ws.send_message(ready_frame(self.username, self.device_id, self.session_id))
         replayed = await self._replay()
-        sent = metrics.ws_frames_out
-        async for seq, frame in self._outbound:
-            if seq and seq <= replayed:
-                continue  # stored before we replayed it: already sent once
-            await ws.send_message(frame)
-            sent.labels("message" if seq else "control").inc()
+        async for first in self._outbound:
+            # Take whatever else is already waiting: one socket write for all.
+            waiting = [first]
+            while len(waiting) < WRITE_BATCH:
+                try:
+                    waiting.append(self._outbound.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            # A message with seq <= replayed was stored before the replay
+            # read it: it has been sent once already.
+            frames = [frame for seq, frame in waiting if not seq or seq > replayed]
+            if frames:
+                await send_frames(ws, frames)
+                messages = sum(1 for seq, _ in waiting if seq > replayed)
+                sent.labels("message").inc(messages)
+                sent.labels("control").inc(len(frames) - messages)
 
     async def _replay(self) -> int:
         """Send every stored unacked message in order; return the last seq sent.
@@ -217,17 +229,21 @@ class Connection:
         store, last = self._ctx.store, 0
         while True:
             page = await store.pending(self.device_id, last, REPLAY_PAGE)
-            for queued in page:
-                await self.ws.send_message(
-                    message_frame(
-                        queued.message_id,
-                        queued.sender_username,
-                        queued.sender_device_id,
-                        queued.body.encode("utf-8"),
-                        queued.sent_at,
-                    )
+            frames = [
+                message_frame(
+                    queued.message_id,
+                    queued.sender_username,
+                    queued.sender_device_id,
+                    queued.body.encode("utf-8"),
+                    queued.sent_at,
                 )
-                last = queued.seq
+                for queued in page
+            ]
+            for start in range(0, len(frames), WRITE_BATCH):
+                await send_frames(self.ws, frames[start : start + WRITE_BATCH])
+            if page:
+                last = page[-1].seq
+                self._ctx.metrics.ws_frames_out.labels("message").inc(len(page))
             if len(page) < REPLAY_PAGE:
                 return last
 
