@@ -18,9 +18,9 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from ..auth import AuthService
 from ..config import WsConfig
 from ..crypto import AccessClaims, InvalidToken
-from ..limits import RatePolicy, TokenBucket
+from ..limits import KeyedBuckets, RatePolicy, TokenBucket
 from ..obs import Logger, Metrics
-from ..store import Store
+from ..store import QueuedMessage, Store
 from ._frames import (
     AckFrame,
     AuthFrame,
@@ -52,6 +52,7 @@ class ConnectionContext:
     metrics: Metrics
     log: Logger
     wall_clock: Callable[[], float]
+    send_limits: KeyedBuckets  # per device, shared by its connections and reconnects
 
 
 class Connection:
@@ -71,12 +72,13 @@ class Connection:
             ctx.config.outbound_queue
         )
         now = trio.current_time()
-        self._sends = TokenBucket(
-            RatePolicy(ctx.config.send_rate_per_second, ctx.config.send_burst), now
-        )
         # bad_frame_limit refusals in a row close the connection; one is
         # forgiven every 60 / limit seconds, so a rare mistake never adds up.
         self._bad_frames = TokenBucket(RatePolicy.per_minute(ctx.config.bad_frame_limit), now)
+        # Sends awaiting their answer: at most half the outbound queue, so a
+        # client pipelining hard is slowed down (its reader waits) instead of
+        # overflowing its own queue with a burst of ``accepted`` frames.
+        self._in_flight = trio.Semaphore(max(1, ctx.config.outbound_queue // 2))
         self._scope = trio.CancelScope()
         self.close_code = 1000
         self.close_reason = "bye"
@@ -93,6 +95,10 @@ class Connection:
             self.close(1013, "too slow to read its messages")
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # closing already
+
+    def answer(self, frame: str) -> None:
+        self._in_flight.release()
+        self.push(frame)
 
     def queued(self) -> int:
         """Frames waiting for the writer."""
@@ -172,10 +178,11 @@ class Connection:
 
     async def _on_send(self, frame: SendFrame) -> None:
         now = trio.current_time()
-        if self._sends.take(now) is not None:
+        if self._ctx.send_limits.take(self.device_id, now) is not None:
             self.push(error_frame("rate_limited", "sending too fast; slow down", frame.id))
             return
         self._reader_waiting = True
+        await self._in_flight.acquire()
         await self._ctx.pipeline.submit_send(self, frame, now)
         self._reader_waiting = False
 
@@ -199,6 +206,19 @@ class Connection:
             self.close(1008, "too many invalid frames")
 
     async def _write_loop(self) -> None:
+        try:
+            await self._write()
+        except ConnectionClosed:
+            self._peer_gone()
+
+    def _peer_gone(self) -> None:
+        """The socket died under a write or a ping: stop, nothing to report."""
+        if not self._closing:
+            self._closing = True
+            self.close_code, self.close_reason = 1006, "connection lost"
+        self._scope.cancel()
+
+    async def _write(self) -> None:
         ws, sent = self.ws, self._ctx.metrics.ws_frames_out
         await ws.send_message(ready_frame(self.username, self.device_id, self.session_id))
         replayed = await self._replay()
@@ -222,33 +242,45 @@ class Connection:
     async def _replay(self) -> int:
         """Send every stored unacked message in order; return the last seq sent.
 
-        The connection is registered before this starts, so a message stored
-        meanwhile is either in a page here or pushed live (or both: the write
-        loop skips live copies of what was replayed).
+        The connection is registered before this starts, so every message
+        stored meanwhile is pushed to the outbound queue too. Between chunks
+        the queue is drained so that it cannot fill during a long replay:
+        control frames (``accepted``, errors) are sent at once; live message
+        frames are dropped, and another page is read to send them in order.
         """
         store, last = self._ctx.store, 0
         while True:
             page = await store.pending(self.device_id, last, REPLAY_PAGE)
-            frames = [
-                message_frame(
-                    queued.message_id,
-                    queued.sender_username,
-                    queued.sender_device_id,
-                    queued.body.encode("utf-8"),
-                    queued.sent_at,
-                )
-                for queued in page
-            ]
-            for start in range(0, len(frames), WRITE_BATCH):
-                await send_frames(self.ws, frames[start : start + WRITE_BATCH])
-            if page:
-                last = page[-1].seq
-                self._ctx.metrics.ws_frames_out.labels("message").inc(len(page))
-            if len(page) < REPLAY_PAGE:
+            missed = False
+            for start in range(0, len(page), WRITE_BATCH):
+                chunk = page[start : start + WRITE_BATCH]
+                await send_frames(self.ws, [_frame(queued) for queued in chunk])
+                last = chunk[-1].seq
+                self._ctx.metrics.ws_frames_out.labels("message").inc(len(chunk))
+                missed |= await self._send_control_frames(last)
+            if len(page) < REPLAY_PAGE and not missed:
                 return last
 
+    async def _send_control_frames(self, replayed: int) -> bool:
+        """Send waiting control frames; drop message frames. True if one was newer."""
+        control: list[str] = []
+        missed = False
+        while True:
+            try:
+                seq, frame = self._outbound.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if not seq:
+                control.append(frame)
+            elif seq > replayed:
+                missed = True  # stored after the page was read: read again
+        if control:
+            await send_frames(self.ws, control)
+            self._ctx.metrics.ws_frames_out.labels("control").inc(len(control))
+        return missed
+
     async def _heartbeat(self) -> None:
-        """Ping every interval; close on no pong (1001) or on token expiry (4001)."""
+        """Ping every interval; close on no pong (1013) or on token expiry (4001)."""
         config, clock = self._ctx.config, self._ctx.wall_clock
         next_ping = trio.current_time() + config.heartbeat_interval
         while True:
@@ -261,8 +293,24 @@ class Connection:
                 continue  # woke for an expiry that a refresh has since moved
             inbound = self._inbound
             with trio.move_on_after(config.heartbeat_timeout) as waiting:
-                await self.ws.ping()
+                try:
+                    await self.ws.ping()
+                except ConnectionClosed:
+                    self._peer_gone()
+                    return
             if waiting.cancelled_caught and inbound == self._inbound and not self._reader_waiting:
-                self.close(1001, "heartbeat timeout")
+                # "Too slow to read": trio-websocket answers pings only while
+                # its reader runs, so a client that stops reading goes quiet.
+                self.close(1013, "heartbeat timeout")
                 return
             next_ping = trio.current_time() + config.heartbeat_interval
+
+
+def _frame(queued: QueuedMessage) -> str:
+    return message_frame(
+        queued.message_id,
+        queued.sender_username,
+        queued.sender_device_id,
+        queued.body.encode("utf-8"),
+        queued.sent_at,
+    )

@@ -39,9 +39,16 @@ class Refusal(Exception):
 
 
 def split_target(target: str) -> tuple[str, dict[str, list[str]]]:
-    """The request target's path and its query parameters."""
+    """The request target's path and its query parameters.
+
+    Raises Refusal(400) for a query with more than 16 fields: nothing
+    legitimate sends that many, and parsing them is work for an attacker.
+    """
     path, _, query = target.partition("?")
-    return path, parse_qs(query, max_num_fields=16) if query else {}
+    try:
+        return path, parse_qs(query, max_num_fields=16) if query else {}
+    except ValueError:
+        raise Refusal(400, "bad_request") from None
 
 
 def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:

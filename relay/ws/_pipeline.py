@@ -32,7 +32,11 @@ class Sender(Protocol):
     device_id: str
     username: str
 
-    def push(self, frame: str) -> None: ...
+    def push(self, frame: str) -> None:
+        """Queue a frame for the connection's writer."""
+
+    def answer(self, frame: str) -> None:
+        """Queue the one answer (accepted or error) to a send; frees its slot."""
 
 
 @dataclass(slots=True)
@@ -115,7 +119,7 @@ class DeliveryPipeline:
         except Exception:  # the store failed: refuse the batch, keep serving
             self._log.error("store.batch_failed", sends=len(sends), acks=len(acks), exc_info=True)
             for send in sends:
-                send.sender.push(
+                send.sender.answer(
                     error_frame("store_unavailable", "not stored; send again", send.frame.id)
                 )
 
@@ -162,23 +166,23 @@ class DeliveryPipeline:
         frame = send.frame
         entry = directory.get(frame.to.lower())
         if entry is None:
-            send.sender.push(error_frame("unknown_recipient", "no such user", frame.id))
+            send.sender.answer(error_frame("unknown_recipient", "no such user", frame.id))
             return None
         _, devices = entry
         if frame.device is not None:
             if frame.device not in devices:
-                send.sender.push(error_frame("unknown_device", "no such device", frame.id))
+                send.sender.answer(error_frame("unknown_device", "no such device", frame.id))
                 return None
             return [frame.device]
         # A user's own other devices get a copy; the sending device does not.
         targets = [d for d in devices if d != send.sender.device_id]
         if not targets:
-            send.sender.push(error_frame("no_devices", "the user has no devices", frame.id))
+            send.sender.answer(error_frame("no_devices", "the user has no devices", frame.id))
             return None
         return targets
 
     async def _answer(self, send: _Send, message: NewMessage, result: Enqueued) -> None:
-        send.sender.push(accepted_frame(send.frame.id, result.message_id))
+        send.sender.answer(accepted_frame(send.frame.id, result.message_id))
         if result.dropped:
             send.sender.push(
                 error_frame(

@@ -16,6 +16,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
 from ..crypto import AccessClaims, InvalidToken
+from ..limits import KeyedBuckets, RatePolicy
 from ..services import Services
 from ._connection import Connection, ConnectionContext
 from ._frames import AuthFrame, FrameError, decode_frame
@@ -60,6 +61,7 @@ class WsServer:
             metrics=services.metrics,
             log=services.log,
             wall_clock=services.wall_clock,
+            send_limits=KeyedBuckets(RatePolicy(config.send_rate_per_second, config.send_burst)),
         )
 
     async def serve(

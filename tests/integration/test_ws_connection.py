@@ -301,7 +301,7 @@ async def test_refresh_frame_with_another_sessions_token_is_refused(
 async def test_heartbeat_closes_a_peer_that_stops_answering(
     config: Any, trio_wall: TrioWall, nursery: trio.Nursery, virtual_clock: trio.abc.Clock
 ) -> None:
-    """No pong within heartbeat_timeout after a ping: closed (1001), at the exact time."""
+    """No pong within heartbeat_timeout after a ping: closed as too slow (1013), on time."""
     async with started(config, trio_wall, nursery) as (relay, http):
         await register(http, "alice")
         await register(http, "bob")
@@ -316,7 +316,7 @@ async def test_heartbeat_closes_a_peer_that_stops_answering(
                     await a.expect("accepted")
             start = trio.current_time()
             with trio.fail_after(100):
-                while relay.services.metrics.ws_closes.labels("1001")._value.get() == 0:
+                while relay.services.metrics.ws_closes.labels("1013")._value.get() == 0:
                     await trio.sleep(1)
             # Ping at 25 s, no pong by 35 s: closed then; the close handshake
             # with a silent peer then waits its 2 s before the socket is dropped.
@@ -335,7 +335,7 @@ async def test_heartbeat_keeps_a_responsive_peer(
             await a.expect("ready")
             with trio.move_on_after(600):  # 24 heartbeats, all answered
                 await a.ws.get_message()
-            assert relay.services.metrics.ws_closes.labels("1001")._value.get() == 0
+            assert relay.services.metrics.ws_closes.labels("1013")._value.get() == 0
 
 
 @asynccontextmanager
@@ -375,3 +375,76 @@ async def test_queue_depths_are_exported(relay: Relay, client: httpx.AsyncClient
     text = (await client.get("/metrics")).text
     for name in ("relay_pipeline_queue_depth", "relay_ws_outbound_queued", "relay_ws_connections"):
         assert f"\n{name} " in text
+
+
+async def test_peer_vanishing_mid_write_is_not_an_internal_error(
+    relay: Relay, pair: Any, logs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket that dies under the writer ends the connection quietly (1006), no 1011."""
+    import relay.ws._connection as connection_module
+
+    alice, bob = pair
+
+    async def vanished(ws: Any, frames: Any) -> None:
+        raise ConnectionClosed(None)
+
+    async with connect(relay, bob["access_token"]) as b:
+        await b.expect("ready")
+        monkeypatch.setattr(connection_module, "send_frames", vanished)
+        async with connect(relay, alice["access_token"]) as a:
+            await a.expect("ready")
+            await a.send(type="send", id="c1", to="bob", body="x")
+            with trio.fail_after(5):
+                while relay.services.metrics.ws_closes.labels("1006")._value.get() == 0:
+                    await trio.sleep(0.01)
+    assert "ws.internal_error" not in logs.events()
+    assert relay.services.metrics.ws_closes.labels("1011")._value.get() == 0
+
+
+async def test_a_long_replay_does_not_overflow_a_reading_client(relay_with: RelayFactory) -> None:
+    """600 queued messages, a queue of 8, the client sending meanwhile: all arrive, in order."""
+    relay, http = await relay_with(
+        ws__outbound_queue=8, ws__send_burst=10_000, ws__send_rate_per_second=10_000.0
+    )
+    await register(http, "alice")
+    await register(http, "bob")
+    alice, bob = await login(http, "alice"), await login(http, "bob")
+    async with connect(relay, alice["access_token"]) as a:
+        await a.expect("ready")
+        for i in range(600):
+            await a.send(type="send", id=f"c{i}", to="bob", body=i)
+        for _ in range(600):
+            await a.expect("accepted")
+        async with connect(relay, bob["access_token"]) as b:
+            await b.expect("ready")
+            for i in range(50):  # bob talks while his backlog streams in
+                await b.send(type="send", id=f"b{i}", to="alice", body=i)
+            for i in range(600, 650):  # and alice keeps sending live
+                await a.send(type="send", id=f"c{i}", to="bob", body=i)
+            bodies, accepted = [], 0
+            while len(bodies) < 650 or accepted < 50:
+                frame = await b.recv()
+                if frame["type"] == "message":
+                    bodies.append(frame["body"])
+                else:
+                    assert frame["type"] == "accepted", frame
+                    accepted += 1
+    assert bodies == list(range(650))
+
+
+async def test_send_rate_is_per_device_across_reconnects(relay_with: RelayFactory) -> None:
+    """Reconnecting does not refill a device's send bucket."""
+    relay, http = await relay_with(ws__send_burst=3, ws__send_rate_per_second=0.01)
+    await register(http, "alice")
+    await register(http, "bob")
+    alice = await login(http, "alice")
+    await login(http, "bob")
+    async with connect(relay, alice["access_token"]) as a:
+        await a.expect("ready")
+        for i in range(3):
+            await a.send(type="send", id=f"c{i}", to="bob", body="x")
+            await a.expect("accepted")
+    async with connect(relay, alice["access_token"]) as a:
+        await a.expect("ready")
+        await a.send(type="send", id="c3", to="bob", body="x")
+        assert (await a.expect("error"))["code"] == "rate_limited"

@@ -261,3 +261,9 @@ async def test_refused_handshake_is_hung_up_by_the_server(relay: Relay) -> None:
             received += chunk
     assert received.startswith(b"HTTP/1.1 401")
     await stream.aclose()
+
+
+async def test_query_with_too_many_fields_is_400(relay: Relay) -> None:
+    """A handshake URL with more than 16 query fields is refused with 400, not left hanging."""
+    query = "&".join(f"f{i}=x" for i in range(17))
+    assert (await refused(relay, None, path=f"/ws?{query}")).status_code == 400
