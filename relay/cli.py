@@ -1,4 +1,4 @@
-"""The ``relay`` command: serve, user add, --version."""
+"""The ``relay`` command: serve, user add, flood, --version."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import trio
 
-from . import __version__
+from . import __version__, flood
 from .app import open_services, run
 from .auth import AuthError
 from .config import Config, ConfigError, load_config
@@ -27,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "flood":  # needs no config and no JWT_SECRET
+        return flood.main(args, argv)
     try:
         config = load_config(args.config or os.environ.get("RELAY_CONFIG"), os.environ)
     except ConfigError as exc:
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
+    flood.add_parser(sub)
     return parser
 
 

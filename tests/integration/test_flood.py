@@ -1,0 +1,152 @@
+"""relay flood against an in-process relay: each mode, short and bounded.
+
+Only what must hold is asserted (outcomes, loss, duplication, counts),
+never speed. Each run is a second or two of real time.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import trio
+
+from relay.flood import (
+    HandshakeOptions,
+    IdleOptions,
+    MessagesOptions,
+    parse_endpoint,
+    run_handshake,
+    run_idle,
+    run_messages,
+)
+from relay.flood._report import document, now_iso
+from tests.conftest import Relay, RelayFactory, login, register
+from tests.wsclient import ws_url
+
+
+def open_connections(relay: Relay) -> float:
+    value: float = relay.services.metrics.ws_connections.collect()[0].samples[0].value
+    return value
+
+
+async def token_for(client: httpx.AsyncClient, name: str = "flooder") -> str:
+    await register(client, name)
+    token: str = (await login(client, name))["access_token"]
+    return token
+
+
+async def test_valid_token_gets_101s_then_429s_past_the_bucket(relay_with: RelayFactory) -> None:
+    relay, client = await relay_with(ws__handshake_rate_per_minute=60)
+    options = HandshakeOptions(
+        ws=parse_endpoint(ws_url(relay), "ws"),
+        token=await token_for(client),
+        count=80,
+        concurrency=8,
+        duration=10,
+    )
+    result = await run_handshake(options)
+    counts = result.tally.counts()
+    assert result.attempts == 80
+    assert counts["101"] >= 1
+    assert counts["429"] >= 1
+    assert counts["101"] + counts["429"] == 80, counts
+    assert 60 <= counts["101"] <= 70  # the burst, plus what refilled meanwhile
+    assert result.tally.latencies("101").count == counts["101"]
+    doc = document(
+        "handshake",
+        argv=["relay", "flood", "handshake"],
+        started_at=now_iso(),
+        params=options.params(),
+        results=result.to_json(),
+    )
+    text = json.dumps(doc)
+    assert options.token is not None
+    assert options.token not in text
+    assert doc["params"]["token"] == "given"
+    assert doc["results"]["outcomes"]["429"]["count"] == counts["429"]
+
+
+async def test_bad_token_gets_401s_or_429s(relay_with: RelayFactory) -> None:
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=60)
+    result = await run_handshake(
+        HandshakeOptions(ws=parse_endpoint(ws_url(relay), "ws"), bad_token=True, count=70)
+    )
+    counts = result.tally.counts()
+    assert counts["401"] >= 1
+    assert counts["429"] >= 1
+    assert counts["401"] + counts["429"] == 70, counts
+    assert counts["101"] == 0
+
+
+async def test_foreign_origin_gets_403(relay_with: RelayFactory) -> None:
+    relay, client = await relay_with()
+    result = await run_handshake(
+        HandshakeOptions(
+            ws=parse_endpoint(ws_url(relay), "ws"),
+            token=await token_for(client),
+            origin="https://evil.example",
+            count=20,
+            rate=200,
+        )
+    )
+    assert result.tally.counts()["403"] == 20
+
+
+async def test_rate_and_duration_bound_a_run(relay_with: RelayFactory) -> None:
+    """With no count, the run stops at its duration; the schedule sets the count."""
+    relay, _ = await relay_with()
+    result = await run_handshake(
+        HandshakeOptions(ws=parse_endpoint(ws_url(relay), "ws"), rate=20, duration=1)
+    )
+    assert result.attempts == 20  # attempt k starts at k / 20 s, for k / 20 < 1
+    assert result.tally.counts()["101"] == 20  # no token: admitted, to authenticate later
+
+
+async def test_messages_pairs_lose_and_duplicate_nothing(relay_with: RelayFactory) -> None:
+    relay, _ = await relay_with()
+    result = await run_messages(
+        MessagesOptions(
+            http=parse_endpoint(relay.http_url, "http"),
+            ws=parse_endpoint(ws_url(relay), "ws"),
+            pairs=2,
+            rate=40,
+            duration=1.5,
+            drain=5,
+        )
+    )
+    figures = result.ledger.result()
+    assert result.setup.logged_in == 4
+    assert result.connected == 4
+    assert result.active_pairs == 2
+    assert figures.sent == 60  # 20 per second per pair, for 1.5 s
+    assert figures.accepted == figures.sent
+    assert figures.delivered == figures.accepted
+    assert figures.lost == 0
+    assert figures.duplicated == 0
+    assert figures.unconfirmed == 0
+    assert figures.unknown == 0
+    assert result.ledger.delivery_latency.summary().count == 60
+    assert result.to_json()["messages"]["lost"] == 0
+
+
+async def test_idle_holds_every_connection(relay_with: RelayFactory) -> None:
+    relay, _ = await relay_with()
+    result = await run_idle(
+        IdleOptions(
+            http=parse_endpoint(relay.http_url, "http"),
+            ws=parse_endpoint(ws_url(relay), "ws"),
+            connections=20,
+            per_user_cap=8,
+            hold=1,
+        )
+    )
+    assert result.setup.logged_in == 3  # ceil(20 / 8) accounts
+    assert result.established == 20
+    assert result.survived == 20
+    assert not result.failures
+    assert not result.dropped
+    assert result.held_for >= 1
+    with trio.fail_after(5):  # the run closed what it opened
+        while open_connections(relay):
+            await trio.sleep(0.05)
