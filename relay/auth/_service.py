@@ -10,6 +10,8 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import trio
+
 from ..config import AuthConfig
 from ..crypto import (
     MAX_PASSWORD_CHARS,
@@ -22,7 +24,7 @@ from ..crypto import (
     new_refresh_token,
 )
 from ..limits import Limits
-from ..obs import Logger, Metrics
+from ..obs import Logger, LogSampler, Metrics
 from ..store import Device, RefreshOutcome, Session, Store, User
 
 USERNAME = re.compile(r"[a-z0-9_.\-]{3,32}")
@@ -107,6 +109,7 @@ class AuthService:
         self._log = log
         self._clock = wall_clock
         self._listeners: list[RevocationListener] = []
+        self._sampler = LogSampler()  # one ratelimit.login line per IP per 10 s
 
     def on_revoked(self, listener: RevocationListener) -> None:
         """Call *listener* after every revocation (to close live sockets)."""
@@ -156,7 +159,11 @@ class AuthService:
         if wait is not None:
             self._metrics.ratelimit_hits.labels("login").inc()
             self._metrics.logins.labels("rate_limited").inc()
-            self._log.warning("ratelimit.login", ip=ip, retry_after=round(wait, 3))
+            suppressed = self._sampler.admit("ratelimit.login", ip, trio.current_time())
+            if suppressed is not None:
+                self._log.warning(
+                    "ratelimit.login", ip=ip, retry_after=round(wait, 3), suppressed=suppressed
+                )
             raise AuthError(429, "rate_limited", "too many login attempts", wait)
         locked = await self._limits.locked_for(name)
         if locked is not None:

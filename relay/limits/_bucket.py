@@ -72,6 +72,12 @@ class TokenBucket:
         """
         return self.level(now) >= self.policy.burst
 
+    def wait(self, now: float, cost: float = 1.0) -> float | None:
+        """Seconds until *cost* tokens are available, None if they are now; changes nothing."""
+        shortfall = cost - self.level(now)
+        tolerance = max(_MIN_TOLERANCE, _TOLERANCE_ULPS * math.ulp(now)) * self.policy.rate
+        return None if shortfall <= tolerance else shortfall / self.policy.rate
+
     def take(self, now: float, cost: float = 1.0) -> float | None:
         """Take *cost* tokens at *now*.
 
@@ -157,6 +163,11 @@ class KeyedBuckets(Mapping[str, TokenBucket]):
             return result
         self._buckets.move_to_end(key)
         return bucket.take(now, cost)
+
+    def wait(self, key: str, now: float, cost: float = 1.0) -> float | None:
+        """:meth:`TokenBucket.wait` on *key*'s bucket (None for an unknown key: full)."""
+        bucket = self._buckets.get(key)
+        return None if bucket is None else bucket.wait(now, cost)
 
     def sweep(self, now: float) -> int:
         """Forget every bucket that is full at *now*; return how many."""

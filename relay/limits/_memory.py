@@ -63,6 +63,14 @@ class MemoryLimits:
             raise KeyError(f"no RatePolicy for limit {limit!r}") from None
         return buckets.take(key, self._clock(), cost)
 
+    def blocked_for(self, limit: str, key: str) -> float | None:
+        """Seconds until a take of 1 from (*limit*, *key*) would succeed; None if now.
+
+        Synchronous and read-only: cheap enough to ask for every accepted
+        socket, before any HTTP parsing.
+        """
+        return self._buckets[limit].wait(key, self._clock())
+
     async def locked_for(self, key: str) -> float | None:
         """Seconds the key stays locked out, or None if it is not locked."""
         return self._lockout.locked_for(key, self._clock())

@@ -43,6 +43,14 @@ class Limits(Protocol):
         Raises KeyError for a *limit* with no policy.
         """
 
+    def blocked_for(self, limit: str, key: str) -> float | None:
+        """Seconds until a take from (*limit*, *key*) would succeed; None if now.
+
+        Read-only and synchronous: an adapter answers from local state (a
+        shared adapter may answer from a local cache of recent refusals), so
+        it can be asked at accept time. The authoritative check is ``take``.
+        """
+
     async def locked_for(self, key: str) -> float | None:
         """Seconds the key stays locked out, or None if it is not locked."""
 

@@ -8,3 +8,4 @@ from ._logging import get_logger as get_logger
 from ._metrics import CONTENT_TYPE as CONTENT_TYPE
 from ._metrics import Metrics as Metrics
 from ._request_id import request_id_from as request_id_from
+from ._sampler import LogSampler as LogSampler

@@ -12,11 +12,13 @@ import math
 from collections.abc import Sequence
 from urllib.parse import parse_qs
 
+import trio
+
 from ..auth import AuthService, origin_allowed
 from ..config import WsConfig
 from ..crypto import AccessClaims, InvalidToken
 from ..limits import Limits
-from ..obs import Logger, Metrics
+from ..obs import Logger, LogSampler, Metrics
 
 WS_PATH = "/ws"
 HANDSHAKE_LIMIT = "ws_handshake"
@@ -98,7 +100,14 @@ class HandshakeGate:
         self._auth = auth
         self._metrics = metrics
         self._log = log
+        self._sampler = LogSampler()
         self.shutting_down = False
+
+    def warn(self, event: str, ip: str, **fields: object) -> None:
+        """Log a refusal, at most once per event and IP every 10 s (with a count)."""
+        suppressed = self._sampler.admit(event, ip, trio.current_time())
+        if suppressed is not None:
+            self._log.warning(event, ip=ip, suppressed=suppressed, **fields)
 
     async def check(
         self,
@@ -109,22 +118,22 @@ class HandshakeGate:
     ) -> AccessClaims | None:
         wait = await self._limits.take(HANDSHAKE_LIMIT, ip)
         if wait is not None:
-            self._log.warning("ratelimit.handshake", ip=ip, retry_after=round(wait, 3))
+            self.warn("ratelimit.handshake", ip, retry_after=round(wait, 3))
             retry = str(max(1, math.ceil(wait))).encode()
             raise Refusal(429, "rate_limited", ((b"Retry-After", retry),))
         path, query = split_target(target)
         if path != WS_PATH:
             raise Refusal(404, "not_found")
         if self.shutting_down or open_connections >= self._config.max_connections:
-            self._log.warning("ws.overloaded", ip=ip, shutting_down=self.shutting_down)
+            self.warn("ws.overloaded", ip, shutting_down=self.shutting_down)
             raise Refusal(503, "unavailable")
         origin = header(headers, b"origin")
         if origin is None:
             if self._config.require_origin:
-                self._log.warning("ws.origin_rejected", ip=ip, origin=None)
+                self.warn("ws.origin_rejected", ip, origin=None)
                 raise Refusal(403, "origin_rejected")
         elif not origin_allowed(origin, self._config.allowed_origins):
-            self._log.warning("ws.origin_rejected", ip=ip, origin=origin[:256])
+            self.warn("ws.origin_rejected", ip, origin=origin[:256])
             raise Refusal(403, "origin_rejected")
         token, source = token_from(headers, query)
         if token is None:
@@ -138,5 +147,5 @@ class HandshakeGate:
                 raise InvalidToken("invalid")
             return await self._auth.authenticate(token)
         except InvalidToken as exc:
-            self._log.warning("ws.auth_failed", ip=ip, reason=exc.reason, source=source)
+            self.warn("ws.auth_failed", ip, reason=exc.reason, source=source)
             raise Refusal(401, "unauthorized") from None

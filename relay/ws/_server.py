@@ -20,9 +20,10 @@ from ..limits import KeyedBuckets, RatePolicy
 from ..services import Services
 from ._connection import Connection, ConnectionContext
 from ._frames import AuthFrame, FrameError, decode_frame
-from ._gate import HandshakeGate, Refusal
+from ._gate import HANDSHAKE_LIMIT, HandshakeGate, Refusal
 from ._pipeline import DeliveryPipeline
 from ._registry import ConnectionRegistry
+from ._shed import SheddingListener
 
 
 class WsServer:
@@ -75,14 +76,18 @@ class WsServer:
         Supports ``nursery.start()``: reports the bound port once listening.
         """
         config = self._config
-        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        sockets = await trio.open_tcp_listeners(config.port, host=config.host)
         self._services.bus.attach(self.registry)
         async with trio.open_nursery() as owner:
             await owner.start(self.pipeline.run)
             async with trio.open_nursery() as handlers:
+                listeners = [
+                    SheddingListener(sock, self._shed_check, handlers, self._on_shed)
+                    for sock in sockets
+                ]
                 server = WebSocketServer(
                     self._handle,
-                    listeners,
+                    listeners,  # type: ignore[arg-type]  # a Listener[SocketStream]
                     handler_nursery=handlers,
                     message_queue_size=4,
                     max_message_size=config.max_frame_bytes,
@@ -91,7 +96,7 @@ class WsServer:
                 )
                 async with trio.open_nursery() as accepting:
                     await accepting.start(server.run)
-                    task_status.started(listeners[0].socket.getsockname()[1])
+                    task_status.started(sockets[0].socket.getsockname()[1])
                     await shutdown_trigger()
                     self._log.info("ws.shutdown", connections=len(self.registry))
                     self.gate.shutting_down = True
@@ -102,6 +107,13 @@ class WsServer:
                 handlers.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
             self._services.bus.attach(None)
             self.pipeline.close()  # the owner nursery now waits for the last commit
+
+    def _shed_check(self, ip: str) -> float | None:
+        return self._services.limits.blocked_for(HANDSHAKE_LIMIT, ip)
+
+    def _on_shed(self, ip: str, wait: float) -> None:
+        self._metrics.ws_handshakes.labels("rate_limited").inc()
+        self.gate.warn("ratelimit.handshake", ip, retry_after=round(wait, 3), shed=True)
 
     async def _handle(self, request: WebSocketRequest) -> None:
         """One handshake and, if admitted, one connection. Never raises."""
@@ -144,7 +156,7 @@ class WsServer:
                 pass
             except ConnectionClosed:
                 return None
-        self._log.warning("ws.auth_failed", ip=ip, reason="no valid auth frame", source="frame")
+        self.gate.warn("ws.auth_failed", ip, reason="no valid auth frame", source="frame")
         self._metrics.ws_handshakes.labels("unauthorized").inc()
         await ws.aclose(4001, "authentication required")
         return None

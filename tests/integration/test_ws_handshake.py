@@ -232,9 +232,7 @@ async def test_slow_handshake_is_dropped(
     await stream.aclose()
 
 
-async def test_metrics_count_handshakes_by_outcome(
-    relay: Relay, client: httpx.AsyncClient
-) -> None:
+async def test_metrics_count_handshakes_by_outcome(relay: Relay, client: httpx.AsyncClient) -> None:
     """relay_ws_handshakes_total counts accepted and refused handshakes."""
     grant = await account(client)
     async with connect(relay, grant["access_token"]) as ws:
@@ -243,8 +241,6 @@ async def test_metrics_count_handshakes_by_outcome(
     text = (await client.get("/metrics")).text
     assert 'relay_ws_handshakes_total{outcome="accepted"} 1.0' in text
     assert 'relay_ws_handshakes_total{outcome="unauthorized"} 1.0' in text
-
-
 
 
 async def test_refused_handshake_is_hung_up_by_the_server(relay: Relay) -> None:
@@ -267,3 +263,41 @@ async def test_query_with_too_many_fields_is_400(relay: Relay) -> None:
     """A handshake URL with more than 16 query fields is refused with 400, not left hanging."""
     query = "&".join(f"f{i}=x" for i in range(17))
     assert (await refused(relay, None, path=f"/ws?{query}")).status_code == 400
+
+
+async def test_over_limit_sources_are_shed_at_accept(
+    relay_with: RelayFactory, logs: LogCapture
+) -> None:
+    """Once a source's bucket is empty, its next sockets get a canned 429 before parsing."""
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=1)
+    assert (await refused(relay, "garbage")).status_code == 401  # the one allowed
+    for _ in range(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", relay.bound.ws_port)
+        await stream.send_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        with trio.fail_after(2):
+            while chunk := await stream.receive_some(1024):
+                received += chunk
+        await stream.aclose()
+        assert received.startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
+        assert b"Retry-After: 60\r\n" in received
+    shed = [r for r in logs.records() if r["event"] == "ratelimit.handshake"]
+    assert [r.get("shed") for r in shed] == [True]  # one line, the rest counted
+
+
+async def test_shedding_one_source_leaves_others_alone(relay_with: RelayFactory) -> None:
+    """A flooding IP is shed while another source still gets through."""
+    relay, http = await relay_with(ws__handshake_rate_per_minute=1)
+    await register(http, "alice")
+    grant = await login(http, "alice")
+    await refused(relay, "garbage")
+    assert (await refused(relay, "garbage")).status_code == 429
+    stream = await trio.open_tcp_stream("127.0.0.1", relay.bound.ws_port, local_address="127.0.0.2")
+    await stream.send_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Authorization: Bearer " + grant["access_token"].encode() + b"\r\n\r\n"
+    )
+    with trio.fail_after(2):
+        assert (await stream.receive_some(1024)).startswith(b"HTTP/1.1 101")
+    await stream.aclose()

@@ -215,3 +215,23 @@ def test_max_keys_below_one_raises() -> None:
     """A KeyedBuckets must be able to hold at least one key."""
     with pytest.raises(ValueError, match="max_keys"):
         KeyedBuckets(PER_MINUTE_120, max_keys=0)
+
+
+def test_wait_reports_without_taking() -> None:
+    """wait() says how long until a token, and consumes nothing."""
+    bucket = TokenBucket(RatePolicy.per_minute(60), now=0.0)
+    for _ in range(60):
+        assert bucket.wait(0.0) is None
+        assert bucket.take(0.0) is None
+    assert bucket.wait(0.0) == pytest.approx(1.0)
+    assert bucket.wait(0.5) == pytest.approx(0.5)
+    assert bucket.wait(1.0) is None
+    assert bucket.take(1.0) is None
+
+
+def test_keyed_wait_of_an_unknown_key_is_none() -> None:
+    """A key never seen has a full bucket: no wait."""
+    buckets = KeyedBuckets(RatePolicy.per_minute(1))
+    assert buckets.wait("new", 0.0) is None
+    buckets.take("new", 0.0)
+    assert buckets.wait("new", 0.0) == pytest.approx(60.0)

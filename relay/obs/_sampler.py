@@ -1,0 +1,34 @@
+"""Log sampling: one line per (event, source) per interval, with a count.
+
+A handshake flood refused at 5,000/s must not write 5,000 log lines a
+second: the first refusal from a source is logged, later ones within
+*interval* are only counted, and the next line carries ``suppressed=N``.
+Pure: the caller passes *now*.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+class LogSampler:
+    """Decides whether a security event from a source is worth a log line."""
+
+    def __init__(self, interval: float = 10.0, max_keys: int = 10_000) -> None:
+        self._interval = interval
+        self._max_keys = max_keys
+        # key -> (time of the last logged line, events suppressed since)
+        self._seen: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+
+    def admit(self, event: str, source: str, now: float) -> int | None:
+        """None to suppress this occurrence; else how many were suppressed before it."""
+        key = (event, source)
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self._interval:
+            self._seen[key] = (entry[0], entry[1] + 1)
+            return None
+        self._seen[key] = (now, 0)
+        self._seen.move_to_end(key)
+        if len(self._seen) > self._max_keys:
+            self._seen.popitem(last=False)  # the longest-quiet source
+        return 0 if entry is None else entry[1]
