@@ -11,6 +11,7 @@ through untouched and are checked again (authoritatively) by the gate.
 from __future__ import annotations
 
 import math
+import os
 import socket
 from collections.abc import Callable
 
@@ -64,7 +65,9 @@ class SheddingListener(trio.abc.Listener[trio.SocketStream]):
             if wait is None:
                 return stream
             self._on_shed(ip or "unknown", wait)
-            self._nursery.start_soon(_answer, stream, canned_429(wait))
+            response = canned_429(wait)
+            if not _answer_now(stream, response):
+                self._nursery.start_soon(_answer, stream, response)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -76,6 +79,36 @@ def _peer_ip(stream: trio.SocketStream) -> str | None:
     except OSError:
         return None
     return str(peer[0]) if isinstance(peer, tuple) else None
+
+
+def _answer_now(stream: trio.SocketStream, response: bytes) -> bool:
+    """The common case, with no task and no await: True if fully handled.
+
+    A flooding client's request has usually arrived by the time its
+    connection is accepted. Then: write the 429 (a fresh socket's send
+    buffer takes it whole), read the request away, shut down, close — a
+    clean FIN. If the request is not there yet, or the write is partial,
+    leave it to :func:`_answer`, which waits for it.
+    """
+    sock = stream.socket
+    fd = sock.fileno()
+    try:
+        # Trio's sockets are non-blocking, so plain os calls never block here.
+        request = os.read(fd, 4096)
+    except BlockingIOError:
+        return False
+    except OSError:
+        request = b""
+    try:
+        if request:
+            # A fresh socket's send buffer takes ~100 bytes whole; were it
+            # ever short, the client gets a truncated answer and a close.
+            os.write(fd, response)
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # the peer is gone: nothing to answer
+    sock.close()
+    return True
 
 
 async def _answer(stream: trio.SocketStream, response: bytes) -> None:

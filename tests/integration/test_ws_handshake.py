@@ -301,3 +301,20 @@ async def test_shedding_one_source_leaves_others_alone(relay_with: RelayFactory)
     with trio.fail_after(2):
         assert (await stream.receive_some(1024)).startswith(b"HTTP/1.1 101")
     await stream.aclose()
+
+
+async def test_shed_socket_whose_request_is_late_still_gets_its_429(
+    relay_with: RelayFactory,
+) -> None:
+    """A shed client that connects and writes nothing yet is answered once it speaks."""
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=1)
+    await refused(relay, "garbage")
+    stream = await trio.open_tcp_stream("127.0.0.1", relay.bound.ws_port)
+    await trio.sleep(0.1)  # accepted and found empty-handed: the slow path
+    await stream.send_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+    received = b""
+    with trio.fail_after(3):
+        while chunk := await stream.receive_some(1024):
+            received += chunk
+    await stream.aclose()
+    assert received.startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
