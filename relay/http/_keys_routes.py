@@ -60,8 +60,8 @@ def register_keys_routes(app: Quart, services: Services) -> None:
         )
 
     # A static segment outranks a variable one in Werkzeug's router whatever the
-    # order; registering it first keeps that visible. (It does shadow a user
-    # named "count" on the by-user route: see docs/decisions/0004-keys.md.)
+    # order; registering it first keeps that visible. "count" is a reserved
+    # username for that reason (docs/decisions/0004-keys.md).
     @app.get("/api/keys/count")
     @requires_auth(services)
     async def prekey_count() -> Response:
