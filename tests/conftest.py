@@ -156,10 +156,10 @@ def virtual_clock() -> trio.testing.MockClock:
 
     The relay under test does real socket I/O and runs SQLite and argon2 in
     worker threads; with a threshold of 0 virtual time would leap while a
-    thread is still working. 20 ms of real idleness first keeps the leaps to
+    thread is still working. 100 ms of real idleness first keeps the leaps to
     moments when the test is truly waiting on a timer.
     """
-    return trio.testing.MockClock(autojump_threshold=0.02)
+    return trio.testing.MockClock(autojump_threshold=0.1)
 
 
 @pytest.fixture
