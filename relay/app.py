@@ -48,7 +48,7 @@ def make_bus(config: Config) -> Bus:
 @asynccontextmanager
 async def open_store(config: Config) -> AsyncIterator[Store]:
     """The Store adapter chosen in ``[store] backend``."""
-    async with open_sqlite_store(config.store.path) as store:
+    async with open_sqlite_store(config.store.path, config.store.synchronous) as store:
         yield store
 
 

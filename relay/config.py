@@ -98,6 +98,7 @@ class StoreConfig:
     path: str = "relay.db"
     dsn: str = field(default="", repr=False)
     batch_max: int = 256
+    synchronous: str = "full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +147,7 @@ class Config:
 
 _CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = {
     ("store", "backend"): ("sqlite",),
+    ("store", "synchronous"): ("full", "normal"),
     ("bus", "backend"): ("local",),
     ("log", "level"): ("debug", "info", "warning", "error"),
     ("log", "format"): ("json", "console"),

@@ -1122,6 +1122,21 @@ async def test_sqlite_uses_wal_full_sync_and_foreign_keys(tmp_path: Path) -> Non
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
 
 
+async def test_sqlite_synchronous_normal_can_be_chosen(tmp_path: Path) -> None:
+    """store.synchronous = normal sets SQLite's NORMAL level (crash-safe, not power-safe)."""
+    async with open_sqlite_store(str(tmp_path / "relay.db"), "normal") as store:
+        conn = store._conn
+        assert conn is not None
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+async def test_sqlite_refuses_an_unknown_synchronous_level(tmp_path: Path) -> None:
+    """Anything but full or normal is an error, not a silent default."""
+    with pytest.raises(StoreError):
+        async with open_sqlite_store(str(tmp_path / "relay.db"), "off"):
+            pass
+
+
 async def test_sqlite_closed_store_refuses_calls(tmp_path: Path) -> None:
     """After aclose, calls raise trio.ClosedResourceError."""
     async with open_sqlite_store(str(tmp_path / "relay.db")) as store:
