@@ -15,6 +15,7 @@ from trio_websocket import (
     WebSocketConnection,
     wrap_client_stream,
 )
+from wsproto.utilities import LocalProtocolError
 
 from ._http import HttpError, request
 from ._target import Endpoint, resolve_loopback
@@ -145,7 +146,11 @@ async def ws_session(
         failure = WsFailure(str(rejected.status_code), _retry_after(rejected.headers))
     except* trio.TooSlowError:
         failure = WsFailure("timeout")
-    except* (HandshakeError, ConnectionClosed, trio.BrokenResourceError):
+    except* (HandshakeError, ConnectionClosed, trio.BrokenResourceError, LocalProtocolError):
+        # LocalProtocolError: trio-websocket's client reader answers a ping
+        # that arrives while it is closing, which wsproto refuses ("Pong ...
+        # LOCAL_CLOSING"); at 10k+ connections the relay's heartbeats make it
+        # likely. The connection was ending anyway: count it as closed.
         failure = WsFailure("closed")
     except* OSError as group:
         failure = WsFailure(error_kind(group.exceptions[0]))
