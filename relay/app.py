@@ -34,7 +34,9 @@ def rate_policies(config: Config) -> dict[str, RatePolicy]:
     """Every named token bucket the relay uses, from the config."""
     return {
         LOGIN_LIMIT: RatePolicy.per_minute(config.auth.login_rate_per_minute),
-        HANDSHAKE_LIMIT: RatePolicy.per_minute(config.ws.handshake_rate_per_minute),
+        HANDSHAKE_LIMIT: RatePolicy.per_minute(
+            config.ws.handshake_rate_per_minute, burst=config.ws.handshake_burst
+        ),
         KEYS_FETCH_LIMIT: RatePolicy.per_minute(config.keys.fetch_rate_per_minute),
         KEYS_TARGET_LIMIT: RatePolicy.per_minute(config.keys.target_fetch_rate_per_minute),
     }

@@ -54,6 +54,7 @@ class WsConfig:
     allowed_origins: tuple[str, ...] = ()
     require_origin: bool = False
     handshake_rate_per_minute: int = 120
+    handshake_burst: int = 20
     handshake_timeout: float = 10 * SECONDS
     max_frame_bytes: int = 65536
     max_connections: int = 100_000

@@ -37,7 +37,7 @@ async def token_for(client: httpx.AsyncClient, name: str = "flooder") -> str:
 
 
 async def test_valid_token_gets_101s_then_429s_past_the_bucket(relay_with: RelayFactory) -> None:
-    relay, client = await relay_with(ws__handshake_rate_per_minute=60)
+    relay, client = await relay_with(ws__handshake_rate_per_minute=60, ws__handshake_burst=60)
     options = HandshakeOptions(
         ws=parse_endpoint(ws_url(relay), "ws"),
         token=await token_for(client),

@@ -177,7 +177,7 @@ async def test_handshake_rate_limit_is_429_with_retry_after(
     relay_with: RelayFactory, logs: LogCapture
 ) -> None:
     """Past WS_HANDSHAKE_RATE_LIMIT_PER_MINUTE from one IP: 429 and Retry-After."""
-    relay, http = await relay_with(ws__handshake_rate_per_minute=2)
+    relay, http = await relay_with(ws__handshake_rate_per_minute=2, ws__handshake_burst=2)
     grant = await account(http)
     for _ in range(2):
         async with connect(relay, grant["access_token"]) as ws:
@@ -191,7 +191,7 @@ async def test_handshake_rate_limit_is_429_with_retry_after(
 
 async def test_rate_limit_is_checked_before_the_token(relay_with: RelayFactory) -> None:
     """A flood of bad tokens is refused by the bucket, not by JWT work."""
-    relay, _ = await relay_with(ws__handshake_rate_per_minute=1)
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=1, ws__handshake_burst=1)
     assert (await refused(relay, "garbage")).status_code == 401
     assert (await refused(relay, "garbage")).status_code == 429
 
@@ -269,7 +269,7 @@ async def test_over_limit_sources_are_shed_at_accept(
     relay_with: RelayFactory, logs: LogCapture
 ) -> None:
     """Once a source's bucket is empty, its next sockets get a canned 429 before parsing."""
-    relay, _ = await relay_with(ws__handshake_rate_per_minute=1)
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=1, ws__handshake_burst=1)
     assert (await refused(relay, "garbage")).status_code == 401  # the one allowed
     for _ in range(5):
         stream = await trio.open_tcp_stream("127.0.0.1", relay.bound.ws_port)
@@ -287,7 +287,7 @@ async def test_over_limit_sources_are_shed_at_accept(
 
 async def test_shedding_one_source_leaves_others_alone(relay_with: RelayFactory) -> None:
     """A flooding IP is shed while another source still gets through."""
-    relay, http = await relay_with(ws__handshake_rate_per_minute=1)
+    relay, http = await relay_with(ws__handshake_rate_per_minute=1, ws__handshake_burst=1)
     await register(http, "alice")
     grant = await login(http, "alice")
     await refused(relay, "garbage")
@@ -307,7 +307,7 @@ async def test_shed_socket_whose_request_is_late_still_gets_its_429(
     relay_with: RelayFactory,
 ) -> None:
     """A shed client that connects and writes nothing yet is answered once it speaks."""
-    relay, _ = await relay_with(ws__handshake_rate_per_minute=1)
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=1, ws__handshake_burst=1)
     await refused(relay, "garbage")
     stream = await trio.open_tcp_stream("127.0.0.1", relay.bound.ws_port)
     await trio.sleep(0.1)  # accepted and found empty-handed: the slow path
@@ -318,3 +318,14 @@ async def test_shed_socket_whose_request_is_late_still_gets_its_429(
             received += chunk
     await stream.aclose()
     assert received.startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
+
+
+async def test_handshake_burst_is_separate_from_the_rate(relay_with: RelayFactory) -> None:
+    """ws.handshake_burst handshakes at once, then the per-minute rate: 60/min → 1 s apart."""
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=60, ws__handshake_burst=3)
+    for _ in range(3):
+        assert (await refused(relay, "garbage")).status_code == 401
+    rejection = await refused(relay, "garbage")
+    assert rejection.status_code == 429
+    headers = {k.decode().lower(): v.decode() for k, v in rejection.headers}
+    assert headers["retry-after"] == "1"
