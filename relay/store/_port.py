@@ -266,5 +266,8 @@ class Store(Protocol):
     async def ack(self, device_id: str, message_ids: Sequence[str]) -> int:
         """Forget the device's copies of these messages; return how many."""
 
+    async def ack_many(self, acks: Sequence[tuple[str, Sequence[str]]]) -> int:
+        """:meth:`ack` for several (device, message ids) pairs in one transaction."""
+
     async def purge_expired(self, now: float) -> int:
         """Drop queued messages past their expiry; return how many."""

@@ -286,6 +286,15 @@ class SQLiteStore:
         ids = list(message_ids)
         return await self._write(lambda c: queue.ack(c, device_id, ids))
 
+    async def ack_many(self, acks: Sequence[tuple[str, Sequence[str]]]) -> int:
+        """Several devices' acks in one transaction (one commit for a batch)."""
+        pairs = [(device_id, list(ids)) for device_id, ids in acks]
+
+        def ack_all(c: sqlite3.Connection) -> int:
+            return sum(queue.ack(c, device_id, ids) for device_id, ids in pairs)
+
+        return await self._write(ack_all)
+
     async def purge_expired(self, now: float) -> int:
         """Drop messages with ``expires_at <= now``; return how many queued copies went.
 

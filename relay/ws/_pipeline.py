@@ -127,8 +127,7 @@ class DeliveryPipeline:
         by_device: dict[str, list[str]] = {}
         for ack in acks:
             by_device.setdefault(ack.device_id, []).extend(ack.ids)
-        for device_id, ids in by_device.items():
-            await self._store.ack(device_id, ids)
+        await self._store.ack_many(list(by_device.items()))  # one commit for all
 
     async def _store_sends(self, sends: Sequence[_Send]) -> None:
         directory = await self._store.resolve_users(sorted({s.frame.to.lower() for s in sends}))

@@ -963,6 +963,20 @@ async def test_pending_is_per_device(store: Store, cast: Cast) -> None:
     assert await bodies(store, cast.bob_laptop) == []
 
 
+async def test_ack_many_acks_several_devices_at_once(store: Store, cast: Cast) -> None:
+    """ack_many removes each device's named copies in one call and counts them all."""
+    results = await store.enqueue([cast.message(f"m{i}") for i in range(2)], 100)
+    acked = await store.ack_many(
+        [
+            (cast.bob_phone.id, [results[0].message_id]),
+            (cast.bob_laptop.id, [results[0].message_id, results[1].message_id]),
+        ]
+    )
+    assert acked == 3
+    assert await bodies(store, cast.bob_phone) == ["body of m1"]
+    assert await bodies(store, cast.bob_laptop) == []
+
+
 async def test_ack_removes_the_devices_copies_and_counts_them(store: Store, cast: Cast) -> None:
     """Acked copies are gone from the device's queue; the count is returned."""
     results = await store.enqueue([cast.message(f"m{i}") for i in range(3)], 100)
