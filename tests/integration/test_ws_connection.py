@@ -377,6 +377,51 @@ async def test_queue_depths_are_exported(relay: Relay, client: httpx.AsyncClient
         assert f"\n{name} " in text
 
 
+async def test_frames_and_delivery_latency_are_counted(
+    relay: Relay, client: httpx.AsyncClient, pair: Any
+) -> None:
+    """A delivered message shows in frames in/out and in the delivery latency histogram."""
+    alice, bob = pair
+    async with connect(relay, alice["access_token"]) as a, connect(
+        relay, bob["access_token"]
+    ) as b:
+        await a.expect("ready")
+        await b.expect("ready")
+        await a.send(type="send", id="c1", to="bob", body="x")
+        await a.expect("accepted")
+        await b.send(type="ack", id=(await b.expect("message"))["id"])
+    text = (await client.get("/metrics")).text
+    assert 'relay_ws_frames_in_total{type="send"} 1.0' in text
+    assert 'relay_ws_frames_in_total{type="ack"} 1.0' in text
+    assert 'relay_ws_frames_out_total{type="message"} 1.0' in text
+    assert "relay_delivery_latency_seconds_count 1.0" in text
+
+
+async def test_every_exit_path_frees_the_registry(
+    relay: Relay, client: httpx.AsyncClient, pair: Any
+) -> None:
+    """Normal close, policy close and revocation all leave no registered connection."""
+    alice, bob = pair
+    registry_gauge = relay.services.metrics.ws_connections
+    async with connect(relay, alice["access_token"]) as a:
+        await a.expect("ready")
+        assert registry_gauge._value.get() == 1
+    async with connect(relay, bob["access_token"]) as b:
+        await b.expect("ready")
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(20):
+                await b.ws.send_message("junk")
+        assert await b.closed_with() == 1008
+    async with connect(relay, alice["access_token"]) as a:
+        await a.expect("ready")
+        await client.post("/api/logout", headers=bearer(alice))
+        assert await a.closed_with() == 4003
+    with trio.fail_after(5):
+        while registry_gauge._value.get() != 0:
+            await trio.sleep(0.01)
+    assert "\nrelay_ws_connections 0.0" in (await client.get("/metrics")).text
+
+
 async def test_peer_vanishing_mid_write_is_not_an_internal_error(
     relay: Relay, pair: Any, logs: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
