@@ -168,12 +168,17 @@ async def client(relay: Relay) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-@pytest.fixture
-async def pair(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Alice and Bob, registered and logged in on one device each."""
+async def alice_and_bob(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Register Alice and Bob and log each in on one device; their grants."""
     await register(client, "alice")
     await register(client, "bob")
     return await login(client, "alice"), await login(client, "bob")
+
+
+@pytest.fixture
+async def pair(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Alice and Bob, registered and logged in on one device each."""
+    return await alice_and_bob(client)
 
 
 async def register(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> str:

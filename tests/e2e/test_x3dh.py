@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import bearer, login, register
+from tests.conftest import alice_and_bob, bearer
 from tests.keyhelpers import make_x3dh_device_keys, new_x3dh_state, to_x3dh_bundle
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "x3dh_demo.py"
@@ -17,9 +17,7 @@ DEMO = Path(__file__).resolve().parents[2] / "examples" / "x3dh_demo.py"
 
 async def test_x3dh_agreement_through_the_relay(client: httpx.AsyncClient) -> None:
     """Alice's secret from Bob's fetched bundle equals Bob's secret from her header."""
-    await register(client, "alice")
-    await register(client, "bob")
-    alice, bob = await login(client, "alice"), await login(client, "bob")
+    alice, bob = await alice_and_bob(client)
     upload, bob_device = make_x3dh_device_keys(5)
     assert (await client.put("/api/keys", json=upload, headers=bearer(bob))).status_code == 200
 

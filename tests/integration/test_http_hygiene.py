@@ -187,9 +187,7 @@ async def test_metrics_count_requests_logins_and_limits(relay_with: RelayFactory
     assert 'relay_ratelimit_hits_total{limit="login"} 1.0' in text
 
 
-async def test_no_secret_ever_reaches_the_logs(
-    client: httpx.AsyncClient, logs: LogCapture
-) -> None:
+async def test_no_secret_ever_reaches_the_logs(client: httpx.AsyncClient, logs: LogCapture) -> None:
     """Run every auth flow, then grep the logs for passwords, tokens and the JWT secret."""
     await register(client, "alice")
     grant = await login(client, "alice")

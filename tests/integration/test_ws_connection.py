@@ -19,6 +19,7 @@ from tests.conftest import (
     Relay,
     RelayFactory,
     WallClock,
+    alice_and_bob,
     bearer,
     login,
     register,
@@ -102,9 +103,7 @@ async def test_oversized_frame_closes_with_1009(relay_with: RelayFactory) -> Non
 async def test_bad_frames_leave_other_connections_alone(relay: Relay, pair: Any) -> None:
     """A client spewing garbage until closed does not disturb another's delivery."""
     alice, bob = pair
-    async with connect(relay, bob["access_token"]) as b, connect(
-        relay, alice["access_token"]
-    ) as a:
+    async with connect(relay, bob["access_token"]) as b, connect(relay, alice["access_token"]) as a:
         await b.expect("ready")
         await a.expect("ready")
         with contextlib.suppress(ConnectionClosed):
@@ -131,9 +130,7 @@ async def test_handler_error_closes_only_that_connection_with_1011(
         await original(self, frame)
 
     monkeypatch.setattr(Connection, "_on_send", explode)
-    async with connect(relay, alice["access_token"]) as a, connect(
-        relay, bob["access_token"]
-    ) as b:
+    async with connect(relay, alice["access_token"]) as a, connect(relay, bob["access_token"]) as b:
         await a.expect("ready")
         await b.expect("ready")
         await a.send(type="send", id="boom", to="bob", body="x")
@@ -147,9 +144,7 @@ async def test_slow_consumer_is_closed_1013_and_loses_nothing(relay_with: RelayF
     relay, http = await relay_with(
         ws__outbound_queue=4, ws__send_burst=10_000, ws__send_rate_per_second=10_000.0
     )
-    await register(http, "alice")
-    await register(http, "bob")
-    alice, bob = await login(http, "alice"), await login(http, "bob")
+    alice, bob = await alice_and_bob(http)
     body = "x" * 60_000
     sent = 0
     async with connect(relay, bob["access_token"], queue_size=1) as b:
@@ -226,9 +221,7 @@ async def test_revocation_leaves_other_sessions_connected(
 ) -> None:
     """Only the revoked session's sockets close."""
     alice, bob = pair
-    async with connect(relay, alice["access_token"]) as a, connect(
-        relay, bob["access_token"]
-    ) as b:
+    async with connect(relay, alice["access_token"]) as a, connect(relay, bob["access_token"]) as b:
         await a.expect("ready")
         await b.expect("ready")
         await client.post("/api/logout", headers=bearer(alice))
@@ -303,9 +296,7 @@ async def test_heartbeat_closes_a_peer_that_stops_answering(
 ) -> None:
     """No pong within heartbeat_timeout after a ping: closed as too slow (1013), on time."""
     async with started(config, trio_wall, nursery) as (relay, http):
-        await register(http, "alice")
-        await register(http, "bob")
-        alice, bob = await login(http, "alice"), await login(http, "bob")
+        alice, bob = await alice_and_bob(http)
         async with connect(relay, bob["access_token"], queue_size=1) as b:
             # Bob's client stops reading: its library's queue (1) fills with
             # ready + message, so its reader stops and no pong is sent.
@@ -355,9 +346,7 @@ async def test_expired_messages_are_swept_while_running(
 ) -> None:
     """The relay's own sweep drops a queued message once queue.ttl has passed."""
     async with started(config.replace(queue__ttl=120), trio_wall, nursery) as (relay, http):
-        await register(http, "alice")
-        await register(http, "bob")
-        alice, bob = await login(http, "alice"), await login(http, "bob")
+        alice, bob = await alice_and_bob(http)
         async with connect(relay, alice["access_token"]) as a:
             await a.expect("ready")
             await a.send(type="send", id="c1", to="bob", body="soon gone")
@@ -382,9 +371,7 @@ async def test_frames_and_delivery_latency_are_counted(
 ) -> None:
     """A delivered message shows in frames in/out and in the delivery latency histogram."""
     alice, bob = pair
-    async with connect(relay, alice["access_token"]) as a, connect(
-        relay, bob["access_token"]
-    ) as b:
+    async with connect(relay, alice["access_token"]) as a, connect(relay, bob["access_token"]) as b:
         await a.expect("ready")
         await b.expect("ready")
         await a.send(type="send", id="c1", to="bob", body="x")
@@ -451,9 +438,7 @@ async def test_a_long_replay_does_not_overflow_a_reading_client(relay_with: Rela
     relay, http = await relay_with(
         ws__outbound_queue=8, ws__send_burst=10_000, ws__send_rate_per_second=10_000.0
     )
-    await register(http, "alice")
-    await register(http, "bob")
-    alice, bob = await login(http, "alice"), await login(http, "bob")
+    alice, bob = await alice_and_bob(http)
     async with connect(relay, alice["access_token"]) as a:
         await a.expect("ready")
         for i in range(600):

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import trio
 
-from tests.conftest import Relay, RelayFactory, login, register
+from tests.conftest import Relay, RelayFactory, alice_and_bob, login, register
 from tests.wsclient import WsClient, connect
 
 
@@ -23,9 +23,7 @@ async def send(ws: WsClient, cid: str, to: str = "bob", body: Any = "hi", **extr
 async def test_online_delivery_with_accepted_and_ack(relay: Relay, pair: Any) -> None:
     """Alice's send is accepted, Bob gets the message with sender and body, and acks it."""
     alice, bob = pair
-    async with connect(relay, alice["access_token"]) as a, connect(
-        relay, bob["access_token"]
-    ) as b:
+    async with connect(relay, alice["access_token"]) as a, connect(relay, bob["access_token"]) as b:
         await a.expect("ready")
         await b.expect("ready")
         message_id = await send(a, "c1", body={"ct": "AAAA", "n": 1})
@@ -99,9 +97,11 @@ async def test_fan_out_to_every_device_and_own_other_devices(
     alice, bob = pair
     bob_laptop = await login(client, "bob")
     alice_tablet = await login(client, "alice")
-    async with connect(relay, alice["access_token"]) as a, connect(
-        relay, bob["access_token"]
-    ) as b1, connect(relay, bob_laptop["access_token"]) as b2:
+    async with (
+        connect(relay, alice["access_token"]) as a,
+        connect(relay, bob["access_token"]) as b1,
+        connect(relay, bob_laptop["access_token"]) as b2,
+    ):
         for ws in (a, b1, b2):
             await ws.expect("ready")
         message_id = await send(a, "c1")
@@ -143,13 +143,9 @@ async def test_resending_the_same_id_never_duplicates(relay: Relay, pair: Any) -
 async def test_fifo_order_over_hundreds_of_messages(relay_with: RelayFactory) -> None:
     """500 messages sent back to back arrive in the order sent, live and on replay."""
     relay, http = await relay_with(ws__send_burst=1000, ws__send_rate_per_second=1000.0)
-    await register(http, "alice")
-    await register(http, "bob")
-    alice, bob = await login(http, "alice"), await login(http, "bob")
+    alice, bob = await alice_and_bob(http)
     count = 500
-    async with connect(relay, alice["access_token"]) as a, connect(
-        relay, bob["access_token"]
-    ) as b:
+    async with connect(relay, alice["access_token"]) as a, connect(relay, bob["access_token"]) as b:
         await a.expect("ready")
         await b.expect("ready")
         for i in range(count):
@@ -197,9 +193,7 @@ async def test_unknown_device_is_an_error(relay: Relay, pair: Any) -> None:
 async def test_full_queue_drops_the_oldest_and_says_so(relay_with: RelayFactory) -> None:
     """Over queue.max_per_device the oldest go, and the sender is told."""
     relay, http = await relay_with(queue__max_per_device=3)
-    await register(http, "alice")
-    await register(http, "bob")
-    alice, bob = await login(http, "alice"), await login(http, "bob")
+    alice, bob = await alice_and_bob(http)
     async with connect(relay, alice["access_token"]) as a:
         await a.expect("ready")
         for i in range(3):
