@@ -8,6 +8,8 @@ import msgspec
 from quart import request
 from quart_trio.wrappers.response import TrioResponse as Response
 
+from ..limits import retry_after_header
+
 T = TypeVar("T")
 
 _JSON = msgspec.json.Encoder()
@@ -30,8 +32,7 @@ class ApiError(Exception):
         self.message = message
         self.headers = dict(headers or {})
         if retry_after is not None:
-            # Round up: a client that waits Retry-After seconds must succeed.
-            self.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+            self.headers["Retry-After"] = retry_after_header(retry_after)
 
 
 def json_response(payload: object, status: int = 200) -> Response:

@@ -9,4 +9,5 @@ from ._memory import MemoryLimits as MemoryLimits
 from ._port import Limits as Limits
 from ._port import LockoutPolicy as LockoutPolicy
 from ._port import RatePolicy as RatePolicy
+from ._port import retry_after_header as retry_after_header
 from ._revocation import RevocationList as RevocationList

@@ -8,6 +8,7 @@ injected clock; callers pass durations, never timestamps.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,6 +33,16 @@ class LockoutPolicy:
     threshold: int
     window: float
     duration: float
+
+
+def retry_after_header(wait: float) -> str:
+    """``Retry-After`` for a refusal that clears in *wait* seconds.
+
+    Whole seconds, rounded up (a client that waits that long succeeds), and
+    at least 1. A nanosecond of float noise above a whole second is not
+    rounded up to the next one.
+    """
+    return str(max(1, math.ceil(wait - 1e-9)))
 
 
 class Limits(Protocol):

@@ -8,7 +8,6 @@ values; :class:`HandshakeGate` adds the limiter and the token check.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from urllib.parse import parse_qs
 
@@ -17,7 +16,7 @@ import trio
 from ..auth import AuthService, origin_allowed
 from ..config import WsConfig
 from ..crypto import AccessClaims, InvalidToken
-from ..limits import Limits
+from ..limits import Limits, retry_after_header
 from ..obs import Logger, LogSampler, Metrics
 
 WS_PATH = "/ws"
@@ -119,7 +118,7 @@ class HandshakeGate:
         wait = await self._limits.take(HANDSHAKE_LIMIT, ip)
         if wait is not None:
             self.warn("ratelimit.handshake", ip, retry_after=round(wait, 3))
-            retry = str(max(1, math.ceil(wait))).encode()
+            retry = retry_after_header(wait).encode()
             raise Refusal(429, "rate_limited", ((b"Retry-After", retry),))
         path, query = split_target(target)
         if path != WS_PATH:

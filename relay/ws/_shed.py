@@ -10,12 +10,13 @@ through untouched and are checked again (authoritatively) by the gate.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from collections.abc import Callable
 
 import trio
+
+from ..limits import retry_after_header
 
 ShedCheck = Callable[[str], "float | None"]
 """Given a peer IP, seconds until it may handshake again, or None if it may now."""
@@ -25,10 +26,10 @@ LINGER = 1.0  # seconds a shed socket may take to read its answer and hang up
 
 def canned_429(retry_after: float) -> bytes:
     """The whole response to a shed handshake."""
-    seconds = max(1, math.ceil(retry_after))
     return (
         b"HTTP/1.1 429 Too Many Requests\r\n"
-        b"Retry-After: %d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % seconds
+        b"Retry-After: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        % retry_after_header(retry_after).encode()
     )
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from relay.limits import KeyedBuckets, RatePolicy, TokenBucket
+from relay.limits import KeyedBuckets, RatePolicy, TokenBucket, retry_after_header
 
 PER_MINUTE_120 = RatePolicy.per_minute(120)  # burst 120, then 2 per second
 
@@ -235,3 +235,12 @@ def test_keyed_wait_of_an_unknown_key_is_none() -> None:
     assert buckets.wait("new", 0.0) is None
     buckets.take("new", 0.0)
     assert buckets.wait("new", 0.0) == pytest.approx(60.0)
+
+
+@pytest.mark.parametrize(
+    ("wait", "header"),
+    [(0.01, "1"), (1.0, "1"), (1.2, "2"), (20.000000000001, "20"), (899.5, "900")],
+)
+def test_retry_after_header_rounds_up_to_whole_seconds(wait: float, header: str) -> None:
+    """Retry-After is the wait rounded up, at least 1, ignoring float noise."""
+    assert retry_after_header(wait) == header
