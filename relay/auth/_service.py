@@ -159,11 +159,9 @@ class AuthService:
         if wait is not None:
             self._metrics.ratelimit_hits.labels("login").inc()
             self._metrics.logins.labels("rate_limited").inc()
-            suppressed = self._sampler.admit("ratelimit.login", ip, trio.current_time())
-            if suppressed is not None:
-                self._log.warning(
-                    "ratelimit.login", ip=ip, retry_after=round(wait, 3), suppressed=suppressed
-                )
+            self._sampler.warn(
+                self._log, "ratelimit.login", ip, trio.current_time(), retry_after=round(wait, 3)
+            )
             raise AuthError(429, "rate_limited", "too many login attempts", wait)
         locked = await self._limits.locked_for(name)
         if locked is not None:

@@ -9,6 +9,7 @@ Pure: the caller passes *now*.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 
 class LogSampler:
@@ -32,3 +33,9 @@ class LogSampler:
         if len(self._seen) > self._max_keys:
             self._seen.popitem(last=False)  # the longest-quiet source
         return 0 if entry is None else entry[1]
+
+    def warn(self, log: Any, event: str, source: str, now: float, /, **fields: Any) -> None:
+        """Log *event* as a warning if :meth:`admit` lets it through, with ``suppressed``."""
+        suppressed = self.admit(event, source, now)
+        if suppressed is not None:
+            log.warning(event, ip=source, suppressed=suppressed, **fields)

@@ -104,9 +104,7 @@ class HandshakeGate:
 
     def warn(self, event: str, ip: str, **fields: object) -> None:
         """Log a refusal, at most once per event and IP every 10 s (with a count)."""
-        suppressed = self._sampler.admit(event, ip, trio.current_time())
-        if suppressed is not None:
-            self._log.warning(event, ip=ip, suppressed=suppressed, **fields)
+        self._sampler.warn(self._log, event, ip, trio.current_time(), **fields)
 
     async def check(
         self,

@@ -32,3 +32,22 @@ def test_memory_is_bounded() -> None:
     for ip in ("a", "b", "c"):
         sampler.admit("e", ip, 0.0)
     assert sampler.admit("e", "a", 1.0) == 0  # forgotten, so logged as new
+
+
+def test_warn_logs_admitted_events_with_the_suppressed_count() -> None:
+    """warn() logs the first line and the next after the interval; fields may be named source."""
+
+    class Log:
+        def __init__(self) -> None:
+            self.lines: list[tuple[str, dict[str, object]]] = []
+
+        def warning(self, event: str, **fields: object) -> None:
+            self.lines.append((event, fields))
+
+    log, sampler = Log(), LogSampler(10)
+    for now in (0.0, 1.0, 2.0, 10.0):
+        sampler.warn(log, "ws.auth_failed", "1.2.3.4", now, source="query")
+    assert log.lines == [
+        ("ws.auth_failed", {"ip": "1.2.3.4", "suppressed": 0, "source": "query"}),
+        ("ws.auth_failed", {"ip": "1.2.3.4", "suppressed": 2, "source": "query"}),
+    ]
