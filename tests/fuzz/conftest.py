@@ -1,0 +1,148 @@
+"""A live ``relay serve`` for schemathesis: its accounts, tokens and a tally of answers.
+
+``RELAY_FUZZ_EXAMPLES`` sets the generated requests per operation (default 25,
+a few seconds); ``RELAY_FUZZ_REPORT=path.json`` writes the tally there.
+The long run (docs/security.md, "Fuzzing"):
+
+    RELAY_FUZZ_EXAMPLES=1000 RELAY_FUZZ_REPORT=fuzz.json .venv/bin/python -m pytest tests/fuzz -s
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import PASSWORD, SECRET
+from tests.e2e.conftest import RelayProcess
+from tests.keyhelpers import make_device_keys
+
+EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "25"))
+REPORT = os.environ.get("RELAY_FUZZ_REPORT")
+# The harness makes its own accounts and logins from another loopback address,
+# so that they never spend the per-IP login budget of the fuzzer (127.0.0.1).
+HARNESS_ADDRESS = "127.0.0.2"
+FUZZER, PEER = "fuzzer", "fuzzpeer"
+SPARE_SESSIONS = 4
+
+
+@dataclass
+class Tally:
+    """How many requests each operation got, by status."""
+
+    counts: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    def record(self, operation: str, status: int) -> None:
+        self.counts[(operation, status)] += 1
+
+    @property
+    def requests(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for (_, status), n in self.counts.items() if status >= 500)
+
+    def report(self) -> dict[str, Any]:
+        by_operation: dict[str, dict[str, int]] = {}
+        for (operation, status), n in sorted(self.counts.items()):
+            by_operation.setdefault(operation, {})[str(status)] = n
+        return {
+            "examples_per_operation": EXAMPLES,
+            "requests": self.requests,
+            "server_errors": self.server_errors,
+            "by_operation": by_operation,
+        }
+
+
+@dataclass
+class Target:
+    """The relay under test and the real accounts that let requests reach success paths."""
+
+    base_url: str
+    process: RelayProcess
+    harness: httpx.Client
+    primary: dict[str, Any]  # FUZZER's grant: the token of every Bearer request
+    spares: list[dict[str, Any]]  # more sessions of FUZZER's device, to delete or refresh
+    spare_device: str  # a second device of FUZZER, to delete
+    peer_device: str  # PEER's device, with keys to fetch
+    tally: Tally = field(default_factory=Tally)
+    logout_token: str | None = None
+
+    def token_for_logout(self) -> str:
+        """A fresh session to log out (each logout spends one), or the last one if refused."""
+        response = self.harness.post(
+            "/api/login",
+            json={"username": FUZZER, "password": PASSWORD, "device_id": self.primary["device_id"]},
+        )
+        if response.status_code == 200:
+            self.logout_token = response.json()["access_token"]
+        return self.logout_token or self.primary["access_token"]
+
+    def internal_errors(self) -> list[str]:
+        """The relay's log lines about internal errors so far."""
+        while not self.process.lines.empty():
+            self.process.seen.append(self.process.lines.get())
+        return [line for line in self.process.seen if "internal_error" in line]
+
+
+def _grant(client: httpx.Client, **extra: Any) -> dict[str, Any]:
+    response = client.post("/api/login", json={"password": PASSWORD, **extra})
+    assert response.status_code == 200, response.text
+    grant: dict[str, Any] = response.json()
+    return grant
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """``relay serve`` on its defaults (limits included), with FUZZER and PEER set up."""
+    workdir = tmp_path_factory.mktemp("fuzz")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update(
+        {
+            "JWT_SECRET": SECRET,
+            "RELAY_STORE_PATH": str(workdir / "relay.db"),
+            "RELAY_HTTP_PORT": "0",
+            "RELAY_WS_PORT": "0",
+            "RELAY_AUTH_ARGON2_OPSLIMIT": "1",
+            "RELAY_AUTH_ARGON2_MEMLIMIT": "8192",
+        }
+    )
+    process = RelayProcess(["serve"], env, workdir)
+    try:
+        ports = process.wait_for_event("relay.listening")
+        base_url = f"http://127.0.0.1:{ports['http_port']}"
+        transport = httpx.HTTPTransport(local_address=HARNESS_ADDRESS)
+        with httpx.Client(base_url=base_url, transport=transport, timeout=10) as harness:
+            for name in (FUZZER, PEER):
+                created = harness.post(
+                    "/api/accounts", json={"username": name, "password": PASSWORD}
+                )
+                assert created.status_code == 201, created.text
+            primary = _grant(harness, username=FUZZER)
+            device = primary["device_id"]
+            spares = [
+                _grant(harness, username=FUZZER, device_id=device) for _ in range(SPARE_SESSIONS)
+            ]
+            spare_device = _grant(harness, username=FUZZER)["device_id"]
+            peer = _grant(harness, username=PEER)
+            upload, _ = make_device_keys(100)
+            headers = {"Authorization": f"Bearer {peer['access_token']}"}
+            assert harness.put("/api/keys", json=upload, headers=headers).status_code == 200
+            running = Target(
+                base_url, process, harness, primary, spares, spare_device, peer["device_id"]
+            )
+            yield running
+    finally:
+        process.kill()
+    report = running.tally.report()
+    print(f"\nfuzz: {json.dumps({k: v for k, v in report.items() if k != 'by_operation'})}")
+    if REPORT:
+        Path(REPORT).write_text(json.dumps(report, indent=2) + "\n")
