@@ -74,6 +74,12 @@ class Metrics:
         self.outbound_queue_max = Gauge(
             "relay_ws_outbound_queue_max", "Fullest connection outbound queue", registry=r
         )
+        self.connections_refused = Counter(
+            "relay_connections_refused",
+            "Sockets turned away at accept, by server and reason",
+            ["server", "reason"],
+            registry=r,
+        )
         self.keys_fetched = Counter(
             "relay_keys_bundles_fetched", "Key bundles handed out", registry=r
         )
