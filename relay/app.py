@@ -36,8 +36,11 @@ def rate_policies(config: Config) -> dict[str, RatePolicy]:
     """Every named token bucket the relay uses, from the config."""
     return {
         LOGIN_LIMIT: RatePolicy.per_minute(config.auth.login_rate_per_minute),
+        # The burst never exceeds the per-minute limit: an operator who allows N
+        # a minute must never see more than N admitted at once.
         HANDSHAKE_LIMIT: RatePolicy.per_minute(
-            config.ws.handshake_rate_per_minute, burst=config.ws.handshake_burst
+            config.ws.handshake_rate_per_minute,
+            burst=min(config.ws.handshake_burst, config.ws.handshake_rate_per_minute),
         ),
         KEYS_FETCH_LIMIT: RatePolicy.per_minute(config.keys.fetch_rate_per_minute),
         KEYS_TARGET_LIMIT: RatePolicy.per_minute(config.keys.target_fetch_rate_per_minute),

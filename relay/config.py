@@ -80,6 +80,7 @@ class AuthConfig:
     jwt_secret: str = field(default="", repr=False)
     access_token_ttl: int = 900
     refresh_token_ttl: int = 2_592_000
+    session_max_age: int = 7_776_000  # 90 days: refresh never extends a session past this
     open_registration: bool = True
     login_rate_per_minute: int = 60
     lockout_threshold: int = 5

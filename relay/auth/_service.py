@@ -208,13 +208,19 @@ class AuthService:
     async def _open_session(self, user: User, device: Device) -> Grant:
         now = self._clock()
         refresh, refresh_hash = new_refresh_token()
+        lifetime = min(self._config.refresh_token_ttl, self._config.session_max_age)
         session = await self._store.create_session(
-            user.id, device.id, refresh_hash, now, now + self._config.refresh_token_ttl
+            user.id, device.id, refresh_hash, now, now + lifetime
         )
         return self._grant(session, refresh)
 
     def _grant(self, session: Session, refresh: str) -> Grant:
-        access, claims = self._tokens.issue(session.user_id, session.device_id, session.id)
+        access, claims = self._tokens.issue(
+            session.user_id,
+            session.device_id,
+            session.id,
+            not_after=session.created_at + self._config.session_max_age,
+        )
         return Grant(
             access_token=access,
             expires_in=int(claims.expires_at - claims.issued_at),
@@ -230,7 +236,11 @@ class AuthService:
         now = self._clock()
         new, new_hash = new_refresh_token()
         result = await self._store.rotate_refresh(
-            hash_refresh_token(refresh_token), new_hash, now, now + self._config.refresh_token_ttl
+            hash_refresh_token(refresh_token),
+            new_hash,
+            now,
+            now + self._config.refresh_token_ttl,
+            max_age=self._config.session_max_age,
         )
         if result.outcome is RefreshOutcome.ROTATED:
             assert result.session is not None

@@ -205,9 +205,18 @@ class Store(Protocol):
         """The user's active sessions on all devices, oldest first."""
 
     async def rotate_refresh(
-        self, old_hash: bytes, new_hash: bytes, now: float, expires_at: float
+        self,
+        old_hash: bytes,
+        new_hash: bytes,
+        now: float,
+        expires_at: float,
+        max_age: float | None = None,
     ) -> RefreshResult:
         """Spend *old_hash* and make *new_hash* the session's refresh token.
+
+        With *max_age*, a session never lives past ``created_at + max_age``:
+        *expires_at* is capped to it, and a session that old is INVALID
+        (refresh cannot extend a session for ever).
 
         If *old_hash* was already spent, revoke its session (reuse
         detection) and return REUSED; spent hashes are kept until the

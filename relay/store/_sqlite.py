@@ -213,16 +213,22 @@ class SQLiteStore:
         return await self._read(lambda c: accounts.list_sessions(c, user_id, now))
 
     async def rotate_refresh(
-        self, old_hash: bytes, new_hash: bytes, now: float, expires_at: float
+        self,
+        old_hash: bytes,
+        new_hash: bytes,
+        now: float,
+        expires_at: float,
+        max_age: float | None = None,
     ) -> RefreshResult:
         """Spend *old_hash* and make *new_hash* the session's refresh token.
 
-        ROTATED also sets the session's ``expires_at`` and ``last_used_at``.
-        A spent hash of a live session revokes it (REUSED); an unknown hash,
-        or one whose session is revoked or expired, is INVALID.
+        ROTATED also sets the session's ``expires_at`` (capped at
+        ``created_at + max_age``) and ``last_used_at``. A spent hash of a live
+        session revokes it (REUSED); an unknown hash, or one whose session is
+        revoked, expired or older than *max_age*, is INVALID.
         """
         return await self._write(
-            lambda c: accounts.rotate_refresh(c, old_hash, new_hash, now, expires_at)
+            lambda c: accounts.rotate_refresh(c, old_hash, new_hash, now, expires_at, max_age)
         )
 
     async def revoke_session(

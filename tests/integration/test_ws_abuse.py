@@ -136,3 +136,28 @@ async def read_all(stream: trio.SocketStream, timeout: float = 5) -> bytes:
         while chunk := await stream.receive_some(65536):
             received += chunk
     return received
+
+
+async def test_the_handshake_burst_never_exceeds_the_per_minute_limit(
+    relay_with: RelayFactory,
+) -> None:
+    """With 10 per minute (burst 20 configured), 40 simultaneous handshakes admit at most 10."""
+    relay, http = await relay_with(ws__handshake_rate_per_minute=10, ws__handshake_burst=20)
+    await register(http, "alice")
+    grant = await login(http, "alice")
+    statuses: list[int] = []
+
+    async def attempt() -> None:
+        try:
+            async with connect(relay, grant["access_token"]) as ws:
+                await ws.expect("ready")
+                statuses.append(101)
+        except ConnectionRejected as rejected:
+            statuses.append(rejected.status_code)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for _ in range(40):
+                nursery.start_soon(attempt)
+    assert statuses.count(101) == 10
+    assert statuses.count(429) == 30

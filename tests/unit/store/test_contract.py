@@ -267,6 +267,27 @@ async def test_delete_device_makes_its_refresh_tokens_invalid(store: Store) -> N
     assert (result.outcome, result.session) == (RefreshOutcome.INVALID, None)
 
 
+async def test_rotate_refresh_caps_expiry_at_the_sessions_max_age(store: Store) -> None:
+    """With max_age, the new expiry is never past created_at + max_age."""
+    user = await new_user(store)
+    device = await new_device(store, user)
+    await new_session(store, device, b"r1")
+    result = await store.rotate_refresh(b"r1", b"r2", T0 + HOUR, T0 + HOUR + DAY, max_age=2 * HOUR)
+    assert result.outcome is RefreshOutcome.ROTATED
+    assert result.session is not None and result.session.expires_at == T0 + 2 * HOUR
+
+
+async def test_rotate_refresh_past_the_max_age_is_invalid(store: Store) -> None:
+    """A session older than max_age cannot be refreshed, however recently it was."""
+    user = await new_user(store)
+    device = await new_device(store, user)
+    await new_session(store, device, b"r1", ttl=10 * DAY)
+    await store.rotate_refresh(b"r1", b"r2", T0 + DAY, T0 + 2 * DAY, max_age=3 * DAY)
+    await store.rotate_refresh(b"r2", b"r3", T0 + 2 * DAY, T0 + 3 * DAY, max_age=3 * DAY)
+    result = await store.rotate_refresh(b"r3", b"r4", T0 + 3 * DAY, T0 + 4 * DAY, max_age=3 * DAY)
+    assert (result.outcome, result.session) == (RefreshOutcome.INVALID, None)
+
+
 async def test_delete_device_removes_its_keys(store: Store) -> None:
     """The deleted device's prekeys are gone."""
     user = await new_user(store)
