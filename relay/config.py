@@ -119,6 +119,7 @@ class BusConfig:
 class QueueConfig:
     ttl: int = 2_592_000
     max_per_device: int = 10_000
+    max_per_sender: int = 1_000  # of each device's queue, per sending user
 
 
 @dataclass(frozen=True, slots=True)
