@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import trio
 
-from .auth import LOGIN_LIMIT, AuthService
+from .auth import LOGIN_LIMIT, REGISTER_LIMIT, AuthService
 from .bus import Bus, LocalBus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
@@ -36,6 +36,7 @@ def rate_policies(config: Config) -> dict[str, RatePolicy]:
     """Every named token bucket the relay uses, from the config."""
     return {
         LOGIN_LIMIT: RatePolicy.per_minute(config.auth.login_rate_per_minute),
+        REGISTER_LIMIT: RatePolicy.per_hour(config.auth.registration_rate_per_hour),
         # The burst never exceeds the per-minute limit: an operator who allows N
         # a minute must never see more than N admitted at once.
         HANDSHAKE_LIMIT: RatePolicy.per_minute(

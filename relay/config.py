@@ -82,6 +82,7 @@ class AuthConfig:
     refresh_token_ttl: int = 2_592_000
     session_max_age: int = 7_776_000  # 90 days: refresh never extends a session past this
     open_registration: bool = True
+    registration_rate_per_hour: int = 20  # per IP
     login_rate_per_minute: int = 60
     lockout_threshold: int = 5
     lockout_window: float = 15 * MINUTES

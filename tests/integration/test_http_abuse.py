@@ -129,3 +129,39 @@ async def test_the_socket_budget_is_shared_by_both_ports(relay_with: RelayFactor
     assert (await read_until_closed(ws, timeout=5)).startswith(b"HTTP/1.1 503 ")
     for stream in held:
         await stream.aclose()
+
+
+async def test_registrations_are_limited_per_ip(relay_with: RelayFactory) -> None:
+    """150 concurrent registrations from one IP create only auth.registration_rate_per_hour."""
+    _, http = await relay_with(auth__registration_rate_per_hour=5)
+    statuses: list[int] = []
+
+    async def attempt(i: int) -> None:
+        response = await http.post(
+            "/api/accounts", json={"username": f"bot{i}", "password": "bot password"}
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            assert response.json()["error"] == "rate_limited"
+            assert int(response.headers["Retry-After"]) > 0
+
+    async with trio.open_nursery() as nursery:
+        for i in range(150):
+            nursery.start_soon(attempt, i)
+    assert statuses.count(201) == 5
+    assert statuses.count(429) == 145
+
+
+async def test_a_registration_flood_leaves_logins_served(relay_with: RelayFactory) -> None:
+    """While another IP's registrations are throttled, a user's login succeeds promptly."""
+    _, http = await relay_with(auth__registration_rate_per_hour=2)
+    await register(http, "alice")
+
+    async def bot(i: int) -> None:
+        await http.post("/api/accounts", json={"username": f"bot{i}", "password": "pw pw pw pw"})
+
+    async with trio.open_nursery() as nursery:
+        for i in range(50):
+            nursery.start_soon(bot, i)
+        with trio.fail_after(10):
+            assert (await login(http, "alice"))["access_token"]
