@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -9,13 +10,14 @@ from dataclasses import dataclass
 
 import trio
 
-from .auth import LOGIN_LIMIT, AuthService
+from .auth import LOGIN_LIMIT, REGISTER_LIMIT, AuthService
 from .bus import Bus, LocalBus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
 from .http import serve_http
 from .keys import KEYS_FETCH_LIMIT, KEYS_TARGET_LIMIT
 from .limits import LockoutPolicy, MemoryLimits, RatePolicy
+from .net import ConnectionSlots
 from .obs import Metrics, get_logger
 from .services import Services
 from .store import Store, open_sqlite_store
@@ -34,12 +36,34 @@ def rate_policies(config: Config) -> dict[str, RatePolicy]:
     """Every named token bucket the relay uses, from the config."""
     return {
         LOGIN_LIMIT: RatePolicy.per_minute(config.auth.login_rate_per_minute),
+        REGISTER_LIMIT: RatePolicy.per_hour(config.auth.registration_rate_per_hour),
+        # The burst never exceeds the per-minute limit: an operator who allows N
+        # a minute must never see more than N admitted at once.
         HANDSHAKE_LIMIT: RatePolicy.per_minute(
-            config.ws.handshake_rate_per_minute, burst=config.ws.handshake_burst
+            config.ws.handshake_rate_per_minute,
+            burst=min(config.ws.handshake_burst, config.ws.handshake_rate_per_minute),
         ),
         KEYS_FETCH_LIMIT: RatePolicy.per_minute(config.keys.fetch_rate_per_minute),
         KEYS_TARGET_LIMIT: RatePolicy.per_minute(config.keys.target_fetch_rate_per_minute),
     }
+
+
+DESCRIPTOR_RESERVE = 256
+"""File descriptors kept back from sockets: the store, logs, threads, the odd pipe."""
+
+
+def socket_budget(config: Config) -> int:
+    """How many sockets the servers may hold together (``server.max_open_sockets``).
+
+    0 means: the process's open-file limit less :data:`DESCRIPTOR_RESERVE`,
+    so that a flood of connections meets a clean refusal instead of EMFILE.
+    """
+    if config.server.max_open_sockets:
+        return config.server.max_open_sockets
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(64, soft - DESCRIPTOR_RESERVE)
 
 
 def make_bus(config: Config) -> Bus:
@@ -101,6 +125,7 @@ async def open_services(
             metrics=metrics,
             log=log,
             wall_clock=wall_clock,
+            sockets=ConnectionSlots(total=socket_budget(config)),
         )
 
 

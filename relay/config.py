@@ -45,6 +45,10 @@ class HttpConfig:
     port: int = 8080
     max_body_bytes: int = 65536
     graceful_timeout: float = 5 * SECONDS
+    max_connections: int = 4096
+    max_connections_per_ip: int = 256
+    idle_timeout: float = 15 * SECONDS  # silence allowed mid-request or between requests
+    request_timeout: float = 30 * SECONDS  # to receive a whole request body
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,8 @@ class WsConfig:
     handshake_rate_per_minute: int = 120
     handshake_burst: int = 20
     handshake_timeout: float = 10 * SECONDS
+    max_pending: int = 4096  # connections not yet authenticated, in all
+    max_pending_per_ip: int = 32  # ... and from one IP
     max_frame_bytes: int = 65536
     max_connections: int = 100_000
     max_connections_per_user: int = 64
@@ -74,7 +80,9 @@ class AuthConfig:
     jwt_secret: str = field(default="", repr=False)
     access_token_ttl: int = 900
     refresh_token_ttl: int = 2_592_000
+    session_max_age: int = 7_776_000  # 90 days: refresh never extends a session past this
     open_registration: bool = True
+    registration_rate_per_hour: int = 20  # per IP
     login_rate_per_minute: int = 60
     lockout_threshold: int = 5
     lockout_window: float = 15 * MINUTES
@@ -112,6 +120,12 @@ class BusConfig:
 class QueueConfig:
     ttl: int = 2_592_000
     max_per_device: int = 10_000
+    max_per_sender: int = 1_000  # of each device's queue, per sending user
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    max_open_sockets: int = 0  # 0: the open-file limit less a reserve
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +145,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     bus: BusConfig = field(default_factory=BusConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def replace(self, **sections: Any) -> Config:
@@ -155,7 +170,7 @@ _CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = {
 }
 
 # Keys that may be zero (everything else numeric must be positive).
-_MAY_BE_ZERO = {("http", "port"), ("ws", "port")}
+_MAY_BE_ZERO = {("http", "port"), ("ws", "port"), ("server", "max_open_sockets")}
 
 
 def load_config(

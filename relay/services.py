@@ -10,6 +10,7 @@ from .bus import Bus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
 from .limits import Limits
+from .net import ConnectionSlots
 from .obs import Logger, Metrics
 from .store import Store
 
@@ -28,3 +29,4 @@ class Services:
     metrics: Metrics
     log: Logger
     wall_clock: Callable[[], float]
+    sockets: ConnectionSlots  # the process's socket budget, shared by both servers

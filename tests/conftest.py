@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -24,6 +26,43 @@ from relay.obs import configure_logging
 from relay.services import Services
 
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
+TEST_TIMEOUT = float(os.environ.get("RELAY_TEST_TIMEOUT", "60"))
+"""Real seconds a Trio test (fixtures included) may run before it is cancelled and failed."""
+
+
+def run_with_deadline(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``trio.run`` that cancels the test after TEST_TIMEOUT seconds of real time.
+
+    A thread's timer, not a Trio deadline: tests on a MockClock would see a
+    virtual deadline leap forward, and a hang is a matter of real time. The
+    cancellation unwinds the test and its fixtures, so teardown still runs and
+    the next test starts clean. (pytest-timeout in pyproject.toml is the
+    backstop for a hang that cancellation cannot reach, such as a sync test.)
+    """
+
+    async def guarded(*inner: Any) -> Any:
+        token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as scope:
+            timer = threading.Timer(TEST_TIMEOUT, token.run_sync_soon, (scope.cancel,))
+            timer.daemon = True
+            timer.start()
+            try:
+                return await fn(*inner)
+            finally:
+                timer.cancel()
+        pytest.fail(f"timed out after {TEST_TIMEOUT:g} s of real time", pytrace=False)
+
+    return trio.run(guarded, *args, **kwargs)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run every Trio test (pytest-trio's ``trio`` mark) under :func:`run_with_deadline`."""
+    for item in items:
+        item.own_markers[:] = [
+            pytest.mark.trio(run=run_with_deadline).mark if mark.name == "trio" else mark
+            for mark in item.own_markers
+        ]
 PASSWORD = "correct horse battery"
 
 # Property tests: a few seconds in the normal suite; `--hypothesis-profile=fuzz`

@@ -25,12 +25,13 @@ from ..crypto import (
 )
 from ..limits import Limits
 from ..obs import Logger, LogSampler, Metrics
-from ..store import Device, RefreshOutcome, Session, Store, User
+from ..store import Device, RefreshOutcome, Session, Store, User, UsernameTaken
 
 USERNAME = re.compile(r"[a-z0-9_.\-]{3,32}")
 # Names that collide with API paths (GET /api/keys/count vs /api/keys/{username}).
 RESERVED_USERNAMES = frozenset({"count"})
 LOGIN_LIMIT = "login"
+REGISTER_LIMIT = "register"
 
 RevocationListener = Callable[[str, str], Awaitable[None]]
 """Called with (session id, reason) after a session is revoked."""
@@ -130,12 +131,27 @@ class AuthService:
         return len(sessions)
 
     # -- accounts -------------------------------------------------------
-    async def register(self, username: str, password: str) -> User:
-        """Create an account; raises AuthError (400, 403) or UsernameTaken."""
+    async def register(self, username: str, password: str, *, ip: str | None = None) -> User:
+        """Create an account; raises AuthError (400, 403, 429) or UsernameTaken.
+
+        From the API (*ip* given) registrations are limited per IP, checked
+        before any hashing; the operator's ``relay user add`` passes no IP.
+        """
         if not self._config.open_registration:
             raise AuthError(403, "registration_closed", "registration is closed")
+        if ip is not None:
+            wait = await self._limits.take(REGISTER_LIMIT, ip)
+            if wait is not None:
+                self._metrics.ratelimit_hits.labels("register").inc()
+                self._sampler.warn(
+                    self._log, "ratelimit.register", ip, trio.current_time(),
+                    retry_after=round(wait, 3),
+                )
+                raise AuthError(429, "rate_limited", "too many registrations; try later", wait)
         name = normalise_username(username)
         check_password_length(password)
+        if await self._store.get_user_by_name(name) is not None:
+            raise UsernameTaken(name)  # before hashing: a taken name costs no CPU
         password_hash = await self._hasher.hash(password)
         user = await self._store.create_user(name, password_hash, self._clock())
         self._log.info("auth.account_created", user_id=user.id, username=name)
@@ -208,13 +224,19 @@ class AuthService:
     async def _open_session(self, user: User, device: Device) -> Grant:
         now = self._clock()
         refresh, refresh_hash = new_refresh_token()
+        lifetime = min(self._config.refresh_token_ttl, self._config.session_max_age)
         session = await self._store.create_session(
-            user.id, device.id, refresh_hash, now, now + self._config.refresh_token_ttl
+            user.id, device.id, refresh_hash, now, now + lifetime
         )
         return self._grant(session, refresh)
 
     def _grant(self, session: Session, refresh: str) -> Grant:
-        access, claims = self._tokens.issue(session.user_id, session.device_id, session.id)
+        access, claims = self._tokens.issue(
+            session.user_id,
+            session.device_id,
+            session.id,
+            not_after=session.created_at + self._config.session_max_age,
+        )
         return Grant(
             access_token=access,
             expires_in=int(claims.expires_at - claims.issued_at),
@@ -230,7 +252,11 @@ class AuthService:
         now = self._clock()
         new, new_hash = new_refresh_token()
         result = await self._store.rotate_refresh(
-            hash_refresh_token(refresh_token), new_hash, now, now + self._config.refresh_token_ttl
+            hash_refresh_token(refresh_token),
+            new_hash,
+            now,
+            now + self._config.refresh_token_ttl,
+            max_age=self._config.session_max_age,
         )
         if result.outcome is RefreshOutcome.ROTATED:
             assert result.session is not None

@@ -28,7 +28,8 @@ MAX_KEY_ID = 2**31 - 1
 class BadKey(ValueError):
     """A key upload (or one value in it) was refused.
 
-    ``code`` is stable and meant for clients: ``malformed_json``,
+    ``code`` is stable and meant for clients: ``malformed_json``, ``invalid_json``
+    (nested too deeply),
     ``invalid_request`` (wrong shape, type or missing field), ``too_many_prekeys``,
     ``bad_base64``, ``bad_key_length``, ``duplicate_key_id`` or ``bad_signature``.
     ``field`` is the JSON path of the offending value, e.g.
@@ -124,12 +125,18 @@ def _malformed(exc: msgspec.DecodeError) -> BadKey:
     return BadKey("malformed_json", "", f"body is not valid UTF-8 JSON: {exc}")
 
 
+def _too_deep() -> BadKey:
+    return BadKey("invalid_json", "", "the body's JSON is nested too deeply")
+
+
 def _check_syntax(data: bytes) -> None:
-    """Raise ``malformed_json`` if *data* is not well-formed UTF-8 JSON at all."""
+    """Raise ``malformed_json`` (or ``invalid_json``: too deep) unless *data* is UTF-8 JSON."""
     try:
         msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise _malformed(exc) from None
+    except RecursionError:
+        raise _too_deep() from None
 
 
 def parse_key_upload(data: bytes, max_prekeys: int) -> KeyUpload:
@@ -148,6 +155,8 @@ def parse_key_upload(data: bytes, max_prekeys: int) -> KeyUpload:
         raise BadKey("invalid_request", _validation_field(str(exc)), str(exc)) from None
     except msgspec.DecodeError as exc:
         raise _malformed(exc) from None
+    except RecursionError:
+        raise _too_deep() from None
 
     if len(body.one_time_prekeys) > max_prekeys:
         raise BadKey(

@@ -22,12 +22,17 @@ class PasswordHasher:
     (cancelling a waiting caller is safe: it never started). A hash that has
     started runs to completion even if its caller is cancelled, since a
     thread cannot be interrupted; the limiter slot is held until it ends.
+
+    New hashes (registrations, password changes) may take at most
+    ``concurrency - 1`` of the slots, so that with ``concurrency >= 2`` a
+    flood of registrations never stops logins from being verified.
     """
 
     def __init__(self, *, opslimit: int, memlimit: int, concurrency: int) -> None:
         self._opslimit = opslimit
         self._memlimit = memlimit
         self._limiter = trio.CapacityLimiter(concurrency)
+        self._new_hashes = trio.CapacityLimiter(max(1, concurrency - 1))
         # Verified against for unknown usernames, so that "no such user"
         # takes as long as "wrong password" and reveals nothing.
         self._dummy: bytes | None = None
@@ -37,9 +42,16 @@ class PasswordHasher:
             password.encode("utf-8"), opslimit=self._opslimit, memlimit=self._memlimit
         )
 
+    def _verify_sync(self, stored: bytes, password: str) -> bool:
+        try:
+            return bool(nacl.pwhash.verify(stored, password.encode("utf-8")))
+        except (nacl.exceptions.InvalidkeyError, nacl.exceptions.CryptoError):
+            return False
+
     async def hash(self, password: str) -> bytes:
         """Return the argon2id hash string (self-describing, salted) of *password*."""
-        return await trio.to_thread.run_sync(self._hash_sync, password, limiter=self._limiter)
+        async with self._new_hashes:
+            return await trio.to_thread.run_sync(self._hash_sync, password, limiter=self._limiter)
 
     async def verify(self, stored: bytes | None, password: str) -> bool:
         """True if *password* matches *stored*.
@@ -49,16 +61,13 @@ class PasswordHasher:
         """
         if stored is None:
             if self._dummy is None:
-                self._dummy = await self.hash("relay-dummy-password")
+                self._dummy = await trio.to_thread.run_sync(
+                    self._hash_sync, "relay-dummy-password", limiter=self._limiter
+                )
             target = self._dummy
         else:
             target = stored
-
-        def check() -> bool:
-            try:
-                return bool(nacl.pwhash.verify(target, password.encode("utf-8")))
-            except (nacl.exceptions.InvalidkeyError, nacl.exceptions.CryptoError):
-                return False
-
-        matched = await trio.to_thread.run_sync(check, limiter=self._limiter)
+        matched = await trio.to_thread.run_sync(
+            self._verify_sync, target, password, limiter=self._limiter
+        )
         return matched and stored is not None

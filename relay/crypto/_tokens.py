@@ -13,6 +13,7 @@ ALGORITHM = "HS256"
 ISSUER = "relay"
 AUDIENCE = "relay"
 _REQUIRED = ["sub", "did", "sid", "jti", "iat", "exp", "iss", "aud"]
+_CLOCK_SKEW = 60.0  # seconds a token's iat may be ahead of our clock (several processes)
 
 
 class InvalidToken(Exception):
@@ -53,16 +54,25 @@ class TokenService:
     def access_ttl(self) -> float:
         return self._ttl
 
-    def issue(self, user_id: str, device_id: str, session_id: str) -> tuple[str, AccessClaims]:
-        """A new signed access token and its claims."""
+    def issue(
+        self, user_id: str, device_id: str, session_id: str, not_after: float | None = None
+    ) -> tuple[str, AccessClaims]:
+        """A new signed access token and its claims.
+
+        It expires after the access TTL, or at *not_after* (the session's
+        absolute end) if that comes first.
+        """
         now = int(self._clock())
+        expires_at = now + int(self._ttl)
+        if not_after is not None:
+            expires_at = max(now, min(expires_at, int(not_after)))
         claims = AccessClaims(
             user_id=user_id,
             device_id=device_id,
             session_id=session_id,
             token_id=secrets.token_hex(12),
             issued_at=now,
-            expires_at=now + int(self._ttl),
+            expires_at=expires_at,
         )
         payload = {
             "sub": user_id,
@@ -94,15 +104,22 @@ class TokenService:
             )
             # PyJWT checks exp against its own clock; check ours too so that
             # an injected clock governs expiry in tests and in production.
-            if float(payload["exp"]) <= self._clock():
+            now = self._clock()
+            issued_at, expires_at = float(payload["iat"]), float(payload["exp"])
+            if expires_at <= now:
                 raise InvalidToken("expired")
+            # Only we sign tokens, and never for longer than the TTL nor in the
+            # future: a token that claims otherwise was not issued by this
+            # configuration (an old, longer TTL, or a leaked secret at work).
+            if expires_at - issued_at > self._ttl or issued_at > now + _CLOCK_SKEW:
+                raise InvalidToken("lifetime")
             return AccessClaims(
                 user_id=_text(payload["sub"]),
                 device_id=_text(payload["did"]),
                 session_id=_text(payload["sid"]),
                 token_id=_text(payload["jti"]),
-                issued_at=float(payload["iat"]),
-                expires_at=float(payload["exp"]),
+                issued_at=issued_at,
+                expires_at=expires_at,
             )
         except jwt.ExpiredSignatureError:
             raise InvalidToken("expired") from None

@@ -21,12 +21,14 @@ from ._openapi import register_openapi_route
 _CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID"
 _CORS_EXPOSE_HEADERS = "X-Request-ID, Retry-After"
 _CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+_UNREAD_BODY = frozenset({408, 413})  # statuses answered before the body was read
 
 
 def create_app(services: Services) -> Quart:
     """The HTTP API over *services*; no global state, one app per Services."""
     app = QuartTrio("relay")
     app.config["MAX_CONTENT_LENGTH"] = services.config.http.max_body_bytes
+    app.config["BODY_TIMEOUT"] = services.config.http.request_timeout  # then 408, closed
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     _install_hooks(app, services)
     _install_error_handlers(app, services)
@@ -82,10 +84,16 @@ def _install_error_handlers(app: Quart, services: Services) -> None:
         code = {
             400: "bad_request",
             404: "not_found",
+            408: "request_timeout",
             405: "method_not_allowed",
             413: "body_too_large",
         }.get(status, "http_error")
-        return error_response(ApiError(status, code, error.description or error.name))
+        response = error_response(ApiError(status, code, error.description or error.name))
+        if status in _UNREAD_BODY:
+            # The body was never read to its end, so the next request on this
+            # connection cannot be parsed: say so, and let the server close it.
+            response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:

@@ -83,7 +83,7 @@ def register_auth_routes(app: Quart, services: Services) -> None:
     async def create_account() -> Response:
         body = await read_body(Credentials)
         try:
-            user = await auth.register(body.username, body.password)
+            user = await auth.register(body.username, body.password, ip=client_ip())
         except AuthError as exc:
             raise _api_error(exc) from None
         except UsernameTaken:

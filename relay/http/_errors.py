@@ -56,6 +56,28 @@ async def read_body(model: type[T]) -> T:
     try:
         return msgspec.json.decode(data, type=model)
     except msgspec.ValidationError as exc:
+        # A type error may come before a syntax error or a nesting bomb further on.
+        _check_syntax(data)
         raise ApiError(400, "invalid_request", f"invalid body: {exc}") from None
     except msgspec.DecodeError:
-        raise ApiError(400, "malformed_json", "the body is not valid UTF-8 JSON") from None
+        raise _malformed() from None
+    except RecursionError:
+        raise _too_deep() from None
+
+
+def _malformed() -> ApiError:
+    return ApiError(400, "malformed_json", "the body is not valid UTF-8 JSON")
+
+
+def _too_deep() -> ApiError:
+    return ApiError(400, "invalid_json", "the body's JSON is nested too deeply")
+
+
+def _check_syntax(data: bytes) -> None:
+    """Raise malformed_json or invalid_json unless *data* is plain well-formed JSON."""
+    try:
+        msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        raise _malformed() from None
+    except RecursionError:
+        raise _too_deep() from None

@@ -1,16 +1,41 @@
-"""Hypercorn serving the app, under a nursery, with a shutdown trigger."""
+"""Hypercorn serving the app behind relay's own accept loop, with a shutdown trigger.
+
+``hypercorn.trio.serve`` accepts every socket it is offered and keeps it as
+long as the client likes. relay accepts itself (:func:`relay.net.serve_admitted`:
+a cap per source IP and in total, canned refusals before any parsing) and
+hands each admitted socket to Hypercorn's own per-connection server, with
+its read and keep-alive timeouts set. This mirrors
+``hypercorn.trio.run.worker_serve`` (lifespan, worker context, graceful
+shutdown) and uses its ``TCPServer``, ``Lifespan`` and ``WorkerContext``;
+the Hypercorn version is pinned in pyproject.toml for that reason.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import msgspec
 import trio
 from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
 
+from ..net import Admission, ConnectionSlots, Ticket, Turnaway, canned_response, serve_admitted
+from ..obs import LogSampler
 from ..services import Services
 from ._app import create_app
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+_REFUSALS = {
+    "source_full": (429, "too_many_connections", "too many connections from your address"),
+    "total_full": (503, "overloaded", "the server is at its connection limit; retry later"),
+}
 
 
 def hypercorn_config(services: Services) -> HyperConfig:
@@ -22,8 +47,39 @@ def hypercorn_config(services: Services) -> HyperConfig:
     hyper.graceful_timeout = http.graceful_timeout
     hyper.include_server_header = False
     hyper.h11_max_incomplete_size = 16 * 1024
-    hyper.keep_alive_timeout = 30
+    # A silent client is hung up on: mid-request (read_timeout) or between
+    # requests (keep_alive_timeout). Without these a socket is held for ever.
+    hyper.read_timeout = int(http.idle_timeout)
+    hyper.keep_alive_timeout = http.idle_timeout
     return hyper
+
+
+def refusal_answer(reason: str, retry_after: float) -> bytes:
+    """The canned JSON answer for a socket turned away at accept."""
+    status, code, message = _REFUSALS[reason]
+    body = msgspec.json.encode({"error": code, "message": message})
+    return canned_response(status, retry_after, body)
+
+
+def closes_cleanly(app: ASGIApp) -> ASGIApp:
+    """The ASGI *app*, with every ``send`` shielded from cancellation.
+
+    Quart-Trio cancels a request's tasks as soon as the client disconnects
+    or the response is done; when the response says ``Connection: close``
+    (a 413 before the body was read), Hypercorn closes the socket from
+    inside that last ``send``, and the cancellation would stop it halfway,
+    leaving the socket open for ever. Sends are short (Hypercorn writes
+    under its own shield already), so shielding them costs nothing.
+    """
+
+    async def shielded(scope: Any, receive: Any, send: Any) -> None:
+        async def send_shielded(message: Any) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await app(scope, receive, send_shielded)
+
+    return shielded
 
 
 async def serve_http(
@@ -38,13 +94,52 @@ async def serve_http(
     port 0 works in tests). On the trigger, stops accepting and gives
     in-flight requests ``http.graceful_timeout`` seconds.
     """
-    app = create_app(services)
+    config = services.config.http
+    hyper = hypercorn_config(services)
+    app = wrap_app(closes_cleanly(create_app(services)), hyper.wsgi_max_body_size, "asgi")
+    slots = ConnectionSlots(
+        total=config.max_connections, per_source=config.max_connections_per_ip
+    )
+    admission = Admission(
+        [(services.sockets, 1.0), (slots, 1.0)], answer=refusal_answer
+    )
+    context = WorkerContext(None)
+    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    sampler = LogSampler()
 
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            lambda task_status: serve(
-                app, hypercorn_config(services), shutdown_trigger=shutdown_trigger,
-                task_status=task_status,
-            )
+    def turned_away(source: str, turnaway: Turnaway) -> None:
+        services.metrics.connections_refused.labels("http", turnaway.reason).inc()
+        sampler.warn(
+            services.log, "ratelimit.http_connections", source, trio.current_time(),
+            reason=turnaway.reason,
         )
-        task_status.started(int(binds[0].rsplit(":", 1)[1]))
+
+    async def handle(stream: trio.SocketStream, ticket: Ticket) -> None:
+        await TCPServer(app, hyper, context, ConnectionState({}), stream)  # type: ignore[arg-type]
+
+    lifespan = Lifespan(app, hyper, {})
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                await accepting.start(
+                    lambda task_status: serve_admitted(
+                        listeners,
+                        admission,
+                        handle,
+                        handler_nursery=connections,
+                        on_turnaway=turned_away,
+                        on_out_of_descriptors=lambda: services.log.error("net.out_of_descriptors"),
+                        task_status=task_status,
+                    )
+                )
+                task_status.started(listeners[0].socket.getsockname()[1])
+                await shutdown_trigger()
+                accepting.cancel_scope.cancel()
+            for listener in listeners:
+                await listener.aclose()
+            await context.terminated.set()  # keep-alive connections close after this request
+            connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()

@@ -25,6 +25,11 @@ class RatePolicy:
         """N per minute sustained (refill n/60 per second), burst N unless given."""
         return cls(rate=n / 60.0, burst=float(n if burst is None else burst))
 
+    @classmethod
+    def per_hour(cls, n: float) -> RatePolicy:
+        """N per hour sustained, at most N at once."""
+        return cls(rate=n / 3600.0, burst=float(n))
+
 
 @dataclass(frozen=True, slots=True)
 class LockoutPolicy:

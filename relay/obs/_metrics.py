@@ -74,6 +74,18 @@ class Metrics:
         self.outbound_queue_max = Gauge(
             "relay_ws_outbound_queue_max", "Fullest connection outbound queue", registry=r
         )
+        self.queue_full = Counter(
+            "relay_queue_full",
+            "Sends refused because a recipient queue (or the sender's share of it) was full",
+            ["limit"],
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "relay_connections_refused",
+            "Sockets turned away at accept, by server and reason",
+            ["server", "reason"],
+            registry=r,
+        )
         self.keys_fetched = Counter(
             "relay_keys_bundles_fetched", "Key bundles handed out", registry=r
         )

@@ -12,6 +12,7 @@ from ._port import OneTimePrekey as OneTimePrekey
 from ._port import PrekeyStatus as PrekeyStatus
 from ._port import PutKeysResult as PutKeysResult
 from ._port import QueuedMessage as QueuedMessage
+from ._port import QueueFull as QueueFull
 from ._port import RefreshOutcome as RefreshOutcome
 from ._port import RefreshResult as RefreshResult
 from ._port import Session as Session

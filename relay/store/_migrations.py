@@ -124,7 +124,16 @@ CREATE TABLE queue (
 CREATE INDEX queue_by_seq ON queue(seq);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# v2: each queued copy knows its sender, so that a per-sender share of a
+# device's queue can be enforced with one indexed count.
+_V2 = """
+ALTER TABLE queue ADD COLUMN sender_user_id TEXT NOT NULL DEFAULT '';
+UPDATE queue SET sender_user_id =
+    (SELECT m.sender_user_id FROM messages AS m WHERE m.seq = queue.seq);
+CREATE INDEX queue_by_sender ON queue(device_id, sender_user_id);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """Ordered scripts; the schema version is the number applied."""
 
 LATEST_VERSION = len(MIGRATIONS)

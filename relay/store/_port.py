@@ -138,7 +138,17 @@ class Enqueued:
     seq: int  # store-wide increasing order of acceptance
     duplicate: bool  # the sender had already sent this client_id: nothing new stored
     target_device_ids: tuple[str, ...]  # the devices the message is queued for
-    dropped: int  # older messages dropped from full target queues to make room
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFull:
+    """The message was not stored: a target device's queue has no room for it.
+
+    Nothing accepted is ever evicted to make room, so a full queue refuses.
+    """
+
+    device_id: str  # the first target device found without room
+    sender_share: bool  # True: the queue has room, but not for this sender
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +215,18 @@ class Store(Protocol):
         """The user's active sessions on all devices, oldest first."""
 
     async def rotate_refresh(
-        self, old_hash: bytes, new_hash: bytes, now: float, expires_at: float
+        self,
+        old_hash: bytes,
+        new_hash: bytes,
+        now: float,
+        expires_at: float,
+        max_age: float | None = None,
     ) -> RefreshResult:
         """Spend *old_hash* and make *new_hash* the session's refresh token.
+
+        With *max_age*, a session never lives past ``created_at + max_age``:
+        *expires_at* is capped to it, and a session that old is INVALID
+        (refresh cannot extend a session for ever).
 
         If *old_hash* was already spent, revoke its session (reuse
         detection) and return REUSED; spent hashes are kept until the
@@ -251,13 +270,19 @@ class Store(Protocol):
 
     # -- messages -------------------------------------------------------
     async def enqueue(
-        self, messages: Sequence[NewMessage], max_per_device: int
-    ) -> list[Enqueued]:
+        self,
+        messages: Sequence[NewMessage],
+        max_per_device: int,
+        max_per_sender: int | None = None,
+    ) -> list[Enqueued | QueueFull]:
         """Store a batch of messages in one transaction (group commit).
 
-        Results are in the order of *messages*. A (sender device, client id)
-        pair already stored is not stored again (``duplicate``). A target
-        queue over *max_per_device* drops its oldest messages.
+        Results are in the order of *messages*, as if stored one by one. A
+        (sender device, client id) pair already stored is not stored again
+        (``duplicate``). A message is refused whole (:class:`QueueFull`, and
+        nothing of it is stored) if any target queue already holds
+        *max_per_device* copies, or *max_per_sender* copies from the same
+        sender user. Queued messages are never evicted.
         """
 
     async def pending(self, device_id: str, after_seq: int, limit: int) -> list[QueuedMessage]:

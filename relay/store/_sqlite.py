@@ -29,6 +29,7 @@ from ._port import (
     PrekeyStatus,
     PutKeysResult,
     QueuedMessage,
+    QueueFull,
     RefreshResult,
     Session,
     StoreError,
@@ -213,16 +214,22 @@ class SQLiteStore:
         return await self._read(lambda c: accounts.list_sessions(c, user_id, now))
 
     async def rotate_refresh(
-        self, old_hash: bytes, new_hash: bytes, now: float, expires_at: float
+        self,
+        old_hash: bytes,
+        new_hash: bytes,
+        now: float,
+        expires_at: float,
+        max_age: float | None = None,
     ) -> RefreshResult:
         """Spend *old_hash* and make *new_hash* the session's refresh token.
 
-        ROTATED also sets the session's ``expires_at`` and ``last_used_at``.
-        A spent hash of a live session revokes it (REUSED); an unknown hash,
-        or one whose session is revoked or expired, is INVALID.
+        ROTATED also sets the session's ``expires_at`` (capped at
+        ``created_at + max_age``) and ``last_used_at``. A spent hash of a live
+        session revokes it (REUSED); an unknown hash, or one whose session is
+        revoked, expired or older than *max_age*, is INVALID.
         """
         return await self._write(
-            lambda c: accounts.rotate_refresh(c, old_hash, new_hash, now, expires_at)
+            lambda c: accounts.rotate_refresh(c, old_hash, new_hash, now, expires_at, max_age)
         )
 
     async def revoke_session(
@@ -262,17 +269,26 @@ class SQLiteStore:
         return await self._read(lambda c: keys.prekey_status(c, device_id))
 
     # -- messages -----------------------------------------------------------
-    async def enqueue(self, messages: Sequence[NewMessage], max_per_device: int) -> list[Enqueued]:
+    async def enqueue(
+        self,
+        messages: Sequence[NewMessage],
+        max_per_device: int,
+        max_per_sender: int | None = None,
+    ) -> list[Enqueued | QueueFull]:
         """Store a batch of messages in one transaction (group commit).
 
         Messages are applied in order, as if enqueued one by one; a target
-        device that no longer exists gets no copy. Raises ValueError if
-        *max_per_device* < 1.
+        device that no longer exists gets no copy; a full target queue
+        refuses the message (:class:`QueueFull`). Raises ValueError if a cap
+        is below 1.
         """
-        if max_per_device < 1:
-            raise ValueError(f"max_per_device must be at least 1, not {max_per_device}")
+        for name, cap in (("max_per_device", max_per_device), ("max_per_sender", max_per_sender)):
+            if cap is not None and cap < 1:
+                raise ValueError(f"{name} must be at least 1, not {cap}")
         batch = list(messages)  # a snapshot: the worker thread must not see it change
-        return await self._write(lambda c: queue.enqueue(c, batch, max_per_device))
+        return await self._write(
+            lambda c: queue.enqueue(c, batch, max_per_device, max_per_sender)
+        )
 
     async def pending(self, device_id: str, after_seq: int, limit: int) -> list[QueuedMessage]:
         """Unacked messages for the device with ``seq > after_seq``, in order."""

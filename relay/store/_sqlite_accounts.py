@@ -232,7 +232,12 @@ def list_sessions(conn: sqlite3.Connection, user_id: str, now: float) -> list[Se
 
 
 def rotate_refresh(
-    conn: sqlite3.Connection, old_hash: bytes, new_hash: bytes, now: float, expires_at: float
+    conn: sqlite3.Connection,
+    old_hash: bytes,
+    new_hash: bytes,
+    now: float,
+    expires_at: float,
+    max_age: float | None = None,
 ) -> RefreshResult:
     row = conn.execute(
         "SELECT t.spent, s.id, s.user_id, s.device_id, s.created_at, s.last_used_at,"
@@ -246,6 +251,10 @@ def rotate_refresh(
     spent, session = bool(row[0]), _session(row[1:])
     if not session.active(now):
         return RefreshResult(RefreshOutcome.INVALID, None)
+    if max_age is not None:
+        if now >= session.created_at + max_age:
+            return RefreshResult(RefreshOutcome.INVALID, None)
+        expires_at = min(expires_at, session.created_at + max_age)
     if spent:
         # A spent token presented again means it was copied: whoever holds
         # the current one may be the thief, so the whole session goes.

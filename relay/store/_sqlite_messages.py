@@ -14,29 +14,31 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from ._port import Enqueued, NewMessage, QueuedMessage
+from ._port import Enqueued, NewMessage, QueuedMessage, QueueFull
 from ._sqlite_accounts import new_id
 
 
 def enqueue(
-    conn: sqlite3.Connection, messages: Sequence[NewMessage], max_per_device: int
-) -> list[Enqueued]:
+    conn: sqlite3.Connection,
+    messages: Sequence[NewMessage],
+    max_per_device: int,
+    max_per_sender: int | None = None,
+) -> list[Enqueued | QueueFull]:
     """Store a batch with a fixed number of statements, not a few per message.
 
     The result is exactly what enqueueing the messages one by one would
-    give: a later duplicate in the batch sees the earlier one, and each
-    message's ``dropped`` is what its own copies pushed out of full queues.
-    Duplicates, live target devices and queue lengths are read once for the
-    whole batch and then tracked here; each over-full queue is trimmed once.
+    give: a later duplicate in the batch sees the earlier one, and a queue
+    filled by earlier messages of the batch refuses later ones. Duplicates,
+    live target devices and queue lengths (in all, and per sender) are read
+    once for the whole batch and then tracked here. Nothing is ever evicted.
     """
     if max_per_device < 1:
         raise ValueError("max_per_device must be at least 1")
     seen = _originals(conn, messages)
-    wanted = {d for m in messages for d in m.target_device_ids}
-    live = _existing_devices(conn, wanted)
-    lengths = _queue_lengths(conn, live)
-    results: list[Enqueued] = []
-    copies: list[tuple[str, int]] = []
+    live = _existing_devices(conn, {d for m in messages for d in m.target_device_ids})
+    room = _Room(conn, live, {m.sender_user_id for m in messages}, max_per_device, max_per_sender)
+    results: list[Enqueued | QueueFull] = []
+    copies: list[tuple[str, int, str]] = []
     for m in messages:
         original = seen.get((m.sender_device_id, m.client_id))
         if original is not None:
@@ -45,36 +47,64 @@ def enqueue(
         # A target deleted since the caller listed the devices gets no copy
         # (its queue is gone); repeated ids get one copy.
         targets = tuple(d for d in dict.fromkeys(m.target_device_ids) if d in live)
+        full = room.refusal(targets, m.sender_user_id)
+        if full is not None:
+            results.append(full)
+            continue
         message_id, seq = _insert_message(conn, m, targets)
-        dropped = 0
-        for device_id in targets:
-            copies.append((device_id, seq))
-            lengths[device_id] += 1
-            if lengths[device_id] > max_per_device:
-                dropped += lengths[device_id] - max_per_device
-                lengths[device_id] = max_per_device
-        result = Enqueued(
-            message_id=message_id,
-            seq=seq,
-            duplicate=False,
-            target_device_ids=targets,
-            dropped=dropped,
-        )
-        seen[(m.sender_device_id, m.client_id)] = dataclasses.replace(
-            result, duplicate=True, dropped=0
-        )
+        room.take(targets, m.sender_user_id)
+        copies.extend((device_id, seq, m.sender_user_id) for device_id in targets)
+        result = Enqueued(message_id, seq, duplicate=False, target_device_ids=targets)
+        seen[(m.sender_device_id, m.client_id)] = dataclasses.replace(result, duplicate=True)
         results.append(result)
-    conn.executemany("INSERT INTO queue (device_id, seq) VALUES (?, ?)", copies)
-    for device_id in {d for d, _ in copies}:
-        if lengths[device_id] >= max_per_device:
-            # Everything past the newest max_per_device copies goes; the
-            # newest messages have the highest seq so they are kept.
-            conn.execute(
-                "DELETE FROM queue WHERE device_id = ? AND seq IN (SELECT seq FROM queue"
-                " WHERE device_id = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)",
-                (device_id, device_id, max_per_device),
-            )
+    conn.executemany("INSERT INTO queue (device_id, seq, sender_user_id) VALUES (?, ?, ?)", copies)
     return results
+
+
+class _Room:
+    """Queue lengths of a batch's target devices, in all and per sender, kept current."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        devices: set[str],
+        senders: set[str],
+        max_per_device: int,
+        max_per_sender: int | None,
+    ) -> None:
+        self._max_per_device = max_per_device
+        self._max_per_sender = max_per_sender
+        self._lengths = _queue_lengths(conn, devices)
+        self._shares = _sender_shares(conn, devices, senders)
+
+    def refusal(self, targets: Sequence[str], sender: str) -> QueueFull | None:
+        """Why the message cannot be queued for every target, or None if it can."""
+        for device_id in targets:
+            if self._lengths[device_id] >= self._max_per_device:
+                return QueueFull(device_id=device_id, sender_share=False)
+            share = self._shares.get((device_id, sender), 0)
+            if self._max_per_sender is not None and share >= self._max_per_sender:
+                return QueueFull(device_id=device_id, sender_share=True)
+        return None
+
+    def take(self, targets: Sequence[str], sender: str) -> None:
+        for device_id in targets:
+            self._lengths[device_id] += 1
+            self._shares[(device_id, sender)] = self._shares.get((device_id, sender), 0) + 1
+
+
+def _sender_shares(
+    conn: sqlite3.Connection, device_ids: set[str], senders: set[str]
+) -> dict[tuple[str, str], int]:
+    """Copies queued per (device, sender user), for these devices and senders."""
+    rows = conn.execute(
+        "SELECT device_id, sender_user_id, count(*) FROM queue"
+        " WHERE device_id IN (SELECT value FROM json_each(?))"
+        " AND sender_user_id IN (SELECT value FROM json_each(?))"
+        " GROUP BY device_id, sender_user_id",
+        (json.dumps(sorted(device_ids)), json.dumps(sorted(senders))),
+    )
+    return {(r[0], r[1]): int(r[2]) for r in rows}
 
 
 def _originals(
@@ -93,7 +123,6 @@ def _originals(
             seq=int(r[3]),
             duplicate=True,
             target_device_ids=tuple(json.loads(r[4])),
-            dropped=0,
         )
         for r in rows
     }

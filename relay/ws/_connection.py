@@ -32,9 +32,9 @@ from ._frames import (
     message_frame,
     ready_frame,
 )
+from ._internals import close_and_release, send_frames
 from ._pipeline import DeliveryPipeline
 from ._registry import ConnectionRegistry
-from ._send import send_frames
 
 REPLAY_PAGE = 256
 WRITE_BATCH = 64  # frames per socket write, at most
@@ -139,7 +139,7 @@ class Connection:
             self._send.close()
             with trio.move_on_after(2) as cleanup:
                 cleanup.shield = True
-                await self.ws.aclose(self.close_code, self.close_reason)
+                await close_and_release(self.ws, self.close_code, self.close_reason)
             ctx.metrics.ws_closes.labels(str(self.close_code)).inc()
             ctx.log.info("ws.closed", code=self.close_code, reason=self.close_reason)
 

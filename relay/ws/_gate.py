@@ -111,7 +111,7 @@ class HandshakeGate:
         ip: str,
         target: str,
         headers: Sequence[tuple[bytes, bytes]],
-        open_connections: int,
+        full: bool,
     ) -> AccessClaims | None:
         wait = await self._limits.take(HANDSHAKE_LIMIT, ip)
         if wait is not None:
@@ -121,7 +121,7 @@ class HandshakeGate:
         path, query = split_target(target)
         if path != WS_PATH:
             raise Refusal(404, "not_found")
-        if self.shutting_down or open_connections >= self._config.max_connections:
+        if self.shutting_down or full:
             self.warn("ws.overloaded", ip, shutting_down=self.shutting_down)
             raise Refusal(503, "unavailable")
         origin = header(headers, b"origin")

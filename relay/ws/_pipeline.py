@@ -18,7 +18,7 @@ import trio
 from ..bus import Bus
 from ..config import Config
 from ..obs import Logger, Metrics
-from ..store import Enqueued, NewMessage, Store
+from ..store import Enqueued, NewMessage, QueueFull, Store
 from ._frames import SendFrame, accepted_frame, error_frame, message_frame
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ class DeliveryPipeline:
     ) -> None:
         self._ttl = config.queue.ttl
         self._max_per_device = config.queue.max_per_device
+        self._max_per_sender = config.queue.max_per_sender
         self._batch_max = config.store.batch_max
         self._store = store
         self._bus = bus
@@ -154,7 +155,9 @@ class DeliveryPipeline:
             )
         if not messages:
             return
-        results = await self._store.enqueue(messages, self._max_per_device)
+        results = await self._store.enqueue(
+            messages, self._max_per_device, self._max_per_sender
+        )
         self._metrics.store_batch.observe(len(messages))
         for send, message, result in zip(accepted, messages, results, strict=True):
             await self._answer(send, message, result)
@@ -180,16 +183,15 @@ class DeliveryPipeline:
             return None
         return targets
 
-    async def _answer(self, send: _Send, message: NewMessage, result: Enqueued) -> None:
+    async def _answer(
+        self, send: _Send, message: NewMessage, result: Enqueued | QueueFull
+    ) -> None:
+        if isinstance(result, QueueFull):
+            limit = "sender_share" if result.sender_share else "device"
+            self._metrics.queue_full.labels(limit).inc()
+            send.sender.answer(error_frame(*_queue_full(result), send.frame.id))
+            return
         send.sender.answer(accepted_frame(send.frame.id, result.message_id))
-        if result.dropped:
-            send.sender.push(
-                error_frame(
-                    "queue_overflow",
-                    f"{result.dropped} oldest queued message(s) of the recipient were dropped",
-                    send.frame.id,
-                )
-            )
         if result.duplicate:
             return  # already routed when first accepted; replay covers the rest
         frame = message_frame(
@@ -204,3 +206,12 @@ class DeliveryPipeline:
         )
 
 
+def _queue_full(full: QueueFull) -> tuple[str, str]:
+    """The error frame's code and message for a refused send (nothing was stored)."""
+    if full.sender_share:
+        return (
+            "queue_full",
+            "not stored: you have as many messages waiting for this recipient as one "
+            "sender may; send again once they have read some",
+        )
+    return "queue_full", "not stored: the recipient's queue is full; send again later"

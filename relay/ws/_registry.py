@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..net import ConnectionSlots, Full
 from ..obs import Metrics
 
 if TYPE_CHECKING:
@@ -18,14 +19,20 @@ class ConnectionRegistry:
     Every method is synchronous and never blocks: delivery pushes onto each
     connection's bounded queue, and a full queue closes that connection
     (1013) instead of making anyone wait.
+
+    Places are reserved before a connection exists (:meth:`reserve`, at the
+    end of the handshake) and given back by whoever reserved them
+    (:meth:`release`): a reservation is atomic, so simultaneous handshakes
+    can never take a user past ``max_per_user`` or everyone past
+    ``max_total``, whatever awaits come between the check and the
+    connection's registration.
     """
 
-    def __init__(self, metrics: Metrics, max_per_user: int) -> None:
+    def __init__(self, metrics: Metrics, *, max_total: int, max_per_user: int) -> None:
         self._metrics = metrics
-        self._max_per_user = max_per_user
+        self._places = ConnectionSlots(total=max_total, per_source=max_per_user)
         self._by_device: dict[str, set[Connection]] = defaultdict(set)
         self._by_session: dict[str, set[Connection]] = defaultdict(set)
-        self._per_user: dict[str, int] = defaultdict(int)
         self._all: set[Connection] = set()
 
     def queue_depths(self) -> list[int]:
@@ -35,14 +42,26 @@ class ConnectionRegistry:
     def __len__(self) -> int:
         return len(self._all)
 
-    def has_room_for(self, user_id: str) -> bool:
-        return self._per_user.get(user_id, 0) < self._max_per_user
+    def full(self) -> bool:
+        """True if every place is reserved (a cheap early refusal; :meth:`reserve` decides)."""
+        return self._places.full()
+
+    def reserve(self, user_id: str) -> Full | None:
+        """Reserve a place for one of *user_id*'s connections; None if done, else why not."""
+        return self._places.take(user_id)
+
+    def release(self, user_id: str) -> None:
+        """Give back a place taken with :meth:`reserve`."""
+        self._places.give_back(user_id)
+
+    def reserved(self) -> int:
+        return self._places.used
 
     def add(self, conn: Connection) -> None:
+        """Index a connection whose place is reserved, for routing and revocation."""
         self._all.add(conn)
         self._by_device[conn.device_id].add(conn)
         self._by_session[conn.session_id].add(conn)
-        self._per_user[conn.user_id] += 1
         self._metrics.ws_connections.set(len(self._all))
 
     def remove(self, conn: Connection) -> None:
@@ -52,9 +71,6 @@ class ConnectionRegistry:
         self._all.discard(conn)
         _discard(self._by_device, conn.device_id, conn)
         _discard(self._by_session, conn.session_id, conn)
-        self._per_user[conn.user_id] -= 1
-        if self._per_user[conn.user_id] <= 0:
-            del self._per_user[conn.user_id]
         self._metrics.ws_connections.set(len(self._all))
 
     # -- Bus sink -------------------------------------------------------

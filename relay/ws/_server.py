@@ -1,4 +1,12 @@
-"""The WebSocket server: listeners, the handshake handler, and shutdown.
+"""The WebSocket server: admission at accept, the handshake handler, and shutdown.
+
+Sockets are accepted by :func:`relay.net.serve_admitted`: a source whose
+handshake bucket is empty is shed with a canned 429, and every socket holds
+a slot of the process's socket budget and a *pending* slot (at most
+``ws.max_pending_per_ip`` per IP, ``ws.max_pending`` in all) until it has
+authenticated, so silent or slow sockets from one host cannot pile up.
+Once the token is good, a place among the user's connections is reserved
+atomically (:meth:`ConnectionRegistry.reserve`) before any await.
 
 Shutdown order (after websockets' documented one): stop accepting → answer
 handshakes still in progress with 503 → close open connections with 1001 →
@@ -10,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 import structlog
 import trio
@@ -17,13 +26,17 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from ..crypto import AccessClaims, InvalidToken
 from ..limits import KeyedBuckets, RatePolicy
+from ..net import Admission, ConnectionSlots, Full, Ticket, Turnaway, serve_admitted
 from ..services import Services
 from ._connection import Connection, ConnectionContext
 from ._frames import AuthFrame, FrameError, decode_frame
 from ._gate import HANDSHAKE_LIMIT, HandshakeGate, Refusal
+from ._internals import close_and_release, drop_rejected, serve_connection
 from ._pipeline import DeliveryPipeline
 from ._registry import ConnectionRegistry
-from ._shed import SheddingListener
+
+_TICKET: ContextVar[Ticket] = ContextVar("ws_ticket")
+"""The accept-time ticket of the connection this task serves (same task as the handler)."""
 
 
 class WsServer:
@@ -35,7 +48,14 @@ class WsServer:
         self._config = config
         self._log = services.log
         self._metrics = services.metrics
-        self.registry = ConnectionRegistry(services.metrics, config.max_connections_per_user)
+        self.registry = ConnectionRegistry(
+            services.metrics,
+            max_total=config.max_connections,
+            max_per_user=config.max_connections_per_user,
+        )
+        self.pending = ConnectionSlots(
+            total=config.max_pending, per_source=config.max_pending_per_ip
+        )
         self.gate = HandshakeGate(
             config, services.limits, services.auth, services.metrics, services.log
         )
@@ -76,27 +96,43 @@ class WsServer:
         Supports ``nursery.start()``: reports the bound port once listening.
         """
         config = self._config
-        sockets = await trio.open_tcp_listeners(config.port, host=config.host)
+        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        admission = Admission(
+            [(self._services.sockets, 1.0), (self.pending, 1.0)], shed=self._shed_check
+        )
         self._services.bus.attach(self.registry)
         async with trio.open_nursery() as owner:
             await owner.start(self.pipeline.run)
             async with trio.open_nursery() as handlers:
-                listeners = [
-                    SheddingListener(sock, self._shed_check, handlers, self._on_shed)
-                    for sock in sockets
-                ]
                 server = WebSocketServer(
                     self._handle,
-                    listeners,  # type: ignore[arg-type]  # a Listener[SocketStream]
+                    listeners,  # not served by it: relay.net accepts and hands sockets over
                     handler_nursery=handlers,
                     message_queue_size=4,
                     max_message_size=config.max_frame_bytes,
                     connect_timeout=config.handshake_timeout,
                     disconnect_timeout=2,
                 )
+
+                async def handle(stream: trio.SocketStream, ticket: Ticket) -> None:
+                    _TICKET.set(ticket)
+                    await serve_connection(server, stream)
+
                 async with trio.open_nursery() as accepting:
-                    await accepting.start(server.run)
-                    task_status.started(sockets[0].socket.getsockname()[1])
+                    await accepting.start(
+                        lambda task_status: serve_admitted(
+                            listeners,
+                            admission,
+                            handle,
+                            handler_nursery=handlers,
+                            on_turnaway=self._on_turnaway,
+                            on_out_of_descriptors=lambda: self._log.error(
+                                "net.out_of_descriptors"
+                            ),
+                            task_status=task_status,
+                        )
+                    )
+                    task_status.started(listeners[0].socket.getsockname()[1])
                     await shutdown_trigger()
                     self._log.info("ws.shutdown", connections=len(self.registry))
                     self.gate.shutting_down = True
@@ -111,9 +147,15 @@ class WsServer:
     def _shed_check(self, ip: str) -> float | None:
         return self._services.limits.blocked_for(HANDSHAKE_LIMIT, ip)
 
-    def _on_shed(self, ip: str, wait: float) -> None:
-        self._metrics.ws_handshakes.labels("rate_limited").inc()
-        self.gate.warn("ratelimit.handshake", ip, retry_after=round(wait, 3), shed=True)
+    def _on_turnaway(self, ip: str, turnaway: Turnaway) -> None:
+        if turnaway.reason == "shed":
+            self._metrics.ws_handshakes.labels("rate_limited").inc()
+            self.gate.warn(
+                "ratelimit.handshake", ip, retry_after=round(turnaway.retry_after, 3), shed=True
+            )
+            return
+        self._metrics.connections_refused.labels("ws", turnaway.reason).inc()
+        self.gate.warn("ratelimit.ws_connections", ip, reason=turnaway.reason)
 
     async def _handle(self, request: WebSocketRequest) -> None:
         """One handshake and, if admitted, one connection. Never raises."""
@@ -126,24 +168,45 @@ class WsServer:
 
     async def _admit_and_serve(self, request: WebSocketRequest, ip: str) -> None:
         try:
-            claims = await self.gate.check(ip, request.path, request.headers, len(self.registry))
-            if claims is not None and not self.registry.has_room_for(claims.user_id):
-                raise Refusal(503, "user_connection_limit")
+            claims = await self.gate.check(ip, request.path, request.headers, self.registry.full())
+            if claims is not None:
+                self._reserve(claims.user_id)
         except Refusal as refusal:
             self._metrics.ws_handshakes.labels(refusal.outcome).inc()
             await request.reject(refusal.status, extra_headers=refusal.headers)
-            await _drop(request)
+            await drop_rejected(request)
             return
-        ws = await request.accept()
+        try:
+            ws = await request.accept()
+        except BaseException:
+            if claims is not None:
+                self.registry.release(claims.user_id)
+            raise
         if claims is None:
             claims = await self._first_frame_auth(ws, ip)
             if claims is None:
                 return
-            if not self.registry.has_room_for(claims.user_id):
-                self._metrics.ws_handshakes.labels("user_connection_limit").inc()
-                await ws.aclose(1013, "too many connections for this user")
+            try:
+                self._reserve(claims.user_id)
+            except Refusal as refusal:
+                self._metrics.ws_handshakes.labels(refusal.outcome).inc()
+                await close_and_release(ws, 1013, "too many connections")
                 return
-        await self._serve(ws, claims, ip)
+        try:
+            await self._serve(ws, claims, ip)
+        finally:
+            self.registry.release(claims.user_id)
+
+    def _reserve(self, user_id: str) -> None:
+        """Reserve the user's place and stop counting this socket as pending; or Refusal."""
+        full = self.registry.reserve(user_id)
+        if full is Full.SOURCE:
+            raise Refusal(503, "user_connection_limit")
+        if full is Full.TOTAL:
+            raise Refusal(503, "unavailable")
+        ticket = _TICKET.get(None)
+        if ticket is not None:
+            ticket.give_back(self.pending)
 
     async def _first_frame_auth(self, ws: WebSocketConnection, ip: str) -> AccessClaims | None:
         """Wait ``ws.auth_timeout`` for an ``auth`` frame; close 4001 otherwise."""
@@ -158,13 +221,13 @@ class WsServer:
                 return None
         self.gate.warn("ws.auth_failed", ip, reason="no valid auth frame", source="frame")
         self._metrics.ws_handshakes.labels("unauthorized").inc()
-        await ws.aclose(4001, "authentication required")
+        await close_and_release(ws, 4001, "authentication required")
         return None
 
     async def _serve(self, ws: WebSocketConnection, claims: AccessClaims, ip: str) -> None:
         user = await self._services.store.get_user(claims.user_id)
         if user is None:  # deleted since the token was issued
-            await ws.aclose(4003, "account gone")
+            await close_and_release(ws, 4003, "account gone")
             return
         self._metrics.ws_handshakes.labels("accepted").inc()
         structlog.contextvars.bind_contextvars(
@@ -172,19 +235,6 @@ class WsServer:
         )
         self._log.info("ws.connected", ip=ip)
         await Connection(ws, claims, user.username, self._ctx).run()
-
-
-async def _drop(request: WebSocketRequest) -> None:
-    """Close the TCP connection of a rejected handshake now.
-
-    trio-websocket 0.12 marks a rejected connection closed without closing
-    its stream, so its reader task (and the socket) would live until the
-    client hangs up: a flood of refused clients that never hang up would pile
-    up tasks and file descriptors. There is no public call for this.
-    """
-    close_stream = getattr(request._connection, "_close_stream", None)
-    if close_stream is not None:
-        await close_stream()
 
 
 def _ip(request: WebSocketRequest) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from relay.app import open_services
 from relay.crypto import InvalidToken
-from tests.conftest import SECRET, Relay, WallClock, bearer, login, register
+from tests.conftest import SECRET, Relay, RelayFactory, WallClock, bearer, login, register
 
 
 async def signed_in(client: httpx.AsyncClient, name: str = "alice") -> dict[str, Any]:
@@ -179,3 +179,29 @@ async def test_revocation_survives_a_restart(
         with pytest.raises(InvalidToken) as caught:
             await fresh.auth.authenticate(grant["access_token"])
     assert caught.value.reason == "revoked"
+
+
+async def test_refresh_cannot_extend_a_session_past_its_max_age(
+    relay_with: RelayFactory, wall: WallClock
+) -> None:
+    """Refreshed daily, a session still ends auth.session_max_age after its login."""
+    _, http = await relay_with(auth__session_max_age=3 * 86_400)
+    grant = await signed_in(http)
+    for _ in range(2):
+        wall.advance(86_400)
+        response = await refresh(http, grant["refresh_token"])
+        assert response.status_code == 200, response.text
+        grant = response.json()
+    wall.advance(86_400)
+    assert (await refresh(http, grant["refresh_token"])).status_code == 401
+
+
+async def test_access_tokens_never_outlive_the_session(
+    relay_with: RelayFactory, wall: WallClock
+) -> None:
+    """An access token issued a minute before the session's end expires with it."""
+    _, http = await relay_with(auth__session_max_age=3_600)
+    grant = await signed_in(http)
+    wall.advance(3_540)
+    fresh = (await refresh(http, grant["refresh_token"])).json()
+    assert fresh["expires_in"] == 60

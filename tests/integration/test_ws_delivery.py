@@ -190,8 +190,8 @@ async def test_unknown_device_is_an_error(relay: Relay, pair: Any) -> None:
         assert (await a.expect("error"))["code"] == "unknown_device"
 
 
-async def test_full_queue_drops_the_oldest_and_says_so(relay_with: RelayFactory) -> None:
-    """Over queue.max_per_device the oldest go, and the sender is told."""
+async def test_a_full_queue_refuses_and_keeps_what_it_accepted(relay_with: RelayFactory) -> None:
+    """At queue.max_per_device the next send gets error queue_full; the queued ones stay."""
     relay, http = await relay_with(queue__max_per_device=3)
     alice, bob = await alice_and_bob(http)
     async with connect(relay, alice["access_token"]) as a:
@@ -199,12 +199,39 @@ async def test_full_queue_drops_the_oldest_and_says_so(relay_with: RelayFactory)
         for i in range(3):
             await send(a, f"c{i}", body=i)
         await a.send(type="send", id="c3", to="bob", body=3)
-        await a.expect("accepted")
         error = await a.expect("error")
-    assert (error["code"], error["ref"]) == ("queue_overflow", "c3")
+    assert (error["code"], error["ref"]) == ("queue_full", "c3")
     async with connect(relay, bob["access_token"]) as b:
         await b.expect("ready")
-        assert [(await b.expect("message"))["body"] for _ in range(3)] == [1, 2, 3]
+        assert [(await b.expect("message"))["body"] for _ in range(3)] == [0, 1, 2]
+
+
+async def test_another_user_cannot_push_out_a_friends_message(relay_with: RelayFactory) -> None:
+    """A flood from one account with many devices never evicts a friend's accepted message."""
+    relay, http = await relay_with(
+        queue__max_per_device=20,
+        queue__max_per_sender=5,
+        ws__send_burst=1_000,
+        ws__send_rate_per_second=1_000.0,
+    )
+    alice, bob = await alice_and_bob(http)
+    async with connect(relay, alice["access_token"]) as a:
+        await a.expect("ready")
+        await send(a, "friend", body="from a friend")
+    await register(http, "mallory")
+    refused = 0
+    for device in range(4):
+        grant = await login(http, "mallory", device_name=f"d{device}")
+        async with connect(relay, grant["access_token"]) as m:
+            await m.expect("ready")
+            for i in range(10):
+                await m.send(type="send", id=f"m{i}", to="bob", body="spam")
+                answer = await m.recv()
+                refused += answer["type"] == "error" and answer["code"] == "queue_full"
+    assert refused == 35  # 5 of mallory's 40 fit her share of bob's queue
+    async with connect(relay, bob["access_token"]) as b:
+        await b.expect("ready")
+        assert (await b.expect("message"))["body"] == "from a friend"
 
 
 async def test_send_rate_limit_per_device(relay_with: RelayFactory) -> None:

@@ -6,6 +6,7 @@ import threading
 import time
 
 import trio
+import trio.testing
 
 from relay.crypto import PasswordHasher
 
@@ -45,9 +46,9 @@ async def test_corrupt_stored_hash_does_not_verify() -> None:
     assert not await cheap().verify(b"$argon2id$garbage", "whatever1")
 
 
-async def test_hashing_never_exceeds_the_concurrency_cap(monkeypatch: object) -> None:
-    """With a cap of 2, at most two hashes run at once however many are asked for."""
-    hasher = cheap(concurrency=2)
+async def test_new_hashes_never_exceed_the_cap_less_one(monkeypatch: object) -> None:
+    """With a cap of 3, at most two new hashes run at once however many are asked for."""
+    hasher = cheap(concurrency=3)
     running = 0
     peak = 0
     lock = threading.Lock()
@@ -70,3 +71,31 @@ async def test_hashing_never_exceeds_the_concurrency_cap(monkeypatch: object) ->
         for i in range(8):
             nursery.start_soon(hasher.hash, f"password-{i}")
     assert peak == 2
+
+
+class Blocking(PasswordHasher):
+    """Hashes wait for a gate to open, like argon2id on a busy machine."""
+
+    def __init__(self, concurrency: int) -> None:
+        super().__init__(opslimit=1, memlimit=8192, concurrency=concurrency)
+        self.gate = threading.Event()
+        self.started = 0
+
+    def _hash_sync(self, password: str) -> bytes:
+        self.started += 1
+        self.gate.wait(10)
+        return super()._hash_sync(password)
+
+
+async def test_new_hashes_leave_a_slot_for_logins() -> None:
+    """With every new-hash slot busy, a login's verification still runs at once."""
+    hasher = Blocking(concurrency=2)
+    stored = await trio.to_thread.run_sync(PasswordHasher._hash_sync, hasher, "correct horse")
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(hasher.hash, "a registration")
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        with trio.fail_after(5):
+            assert await hasher.verify(stored, "correct horse")
+        assert hasher.started == 1  # one registration at a time, the other slot kept free
+        hasher.gate.set()

@@ -135,3 +135,32 @@ def test_wall_clock_default_works() -> None:
     service = TokenService(SECRET, 60, time.time)
     token, _ = service.issue("u", "d", "s")
     assert service.decode(token).user_id == "u"
+
+
+def test_token_living_longer_than_the_ttl_is_refused(tokens: TokenService, clock: Clock) -> None:
+    """exp - iat above the configured TTL is refused, even with the right secret."""
+    claims = {**_claims(clock), "exp": int(clock.now) + 901}
+    with pytest.raises(InvalidToken) as caught:
+        tokens.decode(jwt.encode(claims, SECRET, algorithm="HS256"))
+    assert caught.value.reason == "lifetime"
+
+
+def test_token_issued_in_the_future_is_refused(tokens: TokenService, clock: Clock) -> None:
+    """An iat more than a minute ahead of our clock was not issued by us."""
+    now = int(clock.now)
+    claims = {**_claims(clock), "iat": now + 120, "exp": now + 600}
+    with pytest.raises(InvalidToken) as caught:
+        tokens.decode(jwt.encode(claims, SECRET, algorithm="HS256"))
+    assert caught.value.reason == "lifetime"
+
+
+def test_token_lifetime_at_exactly_the_ttl_is_accepted(tokens: TokenService, clock: Clock) -> None:
+    """exp - iat equal to the TTL is what issue() makes; it is accepted."""
+    claims = {**_claims(clock), "exp": int(clock.now) + 900}
+    assert tokens.decode(jwt.encode(claims, SECRET, algorithm="HS256")).user_id == "u1"
+
+
+def test_not_after_caps_the_expiry(tokens: TokenService, clock: Clock) -> None:
+    """A token issued near its session's end expires with the session."""
+    _, claims = tokens.issue("u1", "d1", "s1", not_after=clock.now + 100)
+    assert claims.expires_at == clock.now + 100

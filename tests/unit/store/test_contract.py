@@ -20,10 +20,12 @@ import trio
 
 from relay.store import (
     Device,
+    Enqueued,
     KeyIdReused,
     KeyUpload,
     NewMessage,
     OneTimePrekey,
+    QueueFull,
     RefreshOutcome,
     Session,
     SignedPrekey,
@@ -264,6 +266,27 @@ async def test_delete_device_makes_its_refresh_tokens_invalid(store: Store) -> N
     await new_session(store, device, b"r1")
     await store.delete_device(user.id, device.id, T0 + 1)
     result = await store.rotate_refresh(b"r1", b"r2", T0 + 2, T0 + DAY)
+    assert (result.outcome, result.session) == (RefreshOutcome.INVALID, None)
+
+
+async def test_rotate_refresh_caps_expiry_at_the_sessions_max_age(store: Store) -> None:
+    """With max_age, the new expiry is never past created_at + max_age."""
+    user = await new_user(store)
+    device = await new_device(store, user)
+    await new_session(store, device, b"r1")
+    result = await store.rotate_refresh(b"r1", b"r2", T0 + HOUR, T0 + HOUR + DAY, max_age=2 * HOUR)
+    assert result.outcome is RefreshOutcome.ROTATED
+    assert result.session is not None and result.session.expires_at == T0 + 2 * HOUR
+
+
+async def test_rotate_refresh_past_the_max_age_is_invalid(store: Store) -> None:
+    """A session older than max_age cannot be refreshed, however recently it was."""
+    user = await new_user(store)
+    device = await new_device(store, user)
+    await new_session(store, device, b"r1", ttl=10 * DAY)
+    await store.rotate_refresh(b"r1", b"r2", T0 + DAY, T0 + 2 * DAY, max_age=3 * DAY)
+    await store.rotate_refresh(b"r2", b"r3", T0 + 2 * DAY, T0 + 3 * DAY, max_age=3 * DAY)
+    result = await store.rotate_refresh(b"r3", b"r4", T0 + 3 * DAY, T0 + 4 * DAY, max_age=3 * DAY)
     assert (result.outcome, result.session) == (RefreshOutcome.INVALID, None)
 
 
@@ -778,7 +801,6 @@ async def test_enqueue_queues_a_copy_for_each_target(store: Store, cast: Cast) -
     [result] = await store.enqueue([cast.message("m1")], 100)
     assert result.duplicate is False
     assert result.target_device_ids == (cast.bob_phone.id, cast.bob_laptop.id)
-    assert result.dropped == 0
     for device in (cast.bob_phone, cast.bob_laptop):
         [queued] = await store.pending(device.id, 0, 100)
         assert (queued.message_id, queued.seq, queued.device_id) == (
@@ -817,11 +839,10 @@ async def test_enqueue_repeated_client_id_is_a_duplicate_storing_nothing(
     [original] = await store.enqueue([cast.message("m1", body="first")], 100)
     [again] = await store.enqueue([cast.message("m1", body="second")], 100)
     assert again.duplicate is True
-    assert (again.message_id, again.seq, again.target_device_ids, again.dropped) == (
+    assert (again.message_id, again.seq, again.target_device_ids) == (
         original.message_id,
         original.seq,
         original.target_device_ids,
-        0,
     )
     assert await bodies(store, cast.bob_phone) == ["first"]
 
@@ -864,37 +885,66 @@ async def test_same_client_id_from_another_device_is_not_a_duplicate(
     assert len(await store.pending(cast.bob_phone.id, 0, 100)) == 2
 
 
-async def test_enqueue_trims_a_full_queue_dropping_its_oldest(store: Store, cast: Cast) -> None:
-    """Past max_per_device the oldest copies go, and dropped counts them."""
+async def test_enqueue_refuses_a_message_for_a_full_queue(store: Store, cast: Cast) -> None:
+    """At max_per_device the next message is refused whole; nothing queued is dropped."""
     target = [cast.bob_phone]
     await store.enqueue([cast.message(f"m{i}", targets=target) for i in range(3)], 3)
     [result] = await store.enqueue([cast.message("m3", targets=target)], 3)
-    assert result.dropped == 1
-    assert await bodies(store, cast.bob_phone) == [f"body of m{i}" for i in (1, 2, 3)]
+    assert result == QueueFull(device_id=cast.bob_phone.id, sender_share=False)
+    assert await bodies(store, cast.bob_phone) == [f"body of m{i}" for i in range(3)]
 
 
-async def test_enqueue_dropped_sums_over_all_targets(store: Store, cast: Cast) -> None:
-    """dropped counts copies dropped from every target queue of the message."""
-    await store.enqueue([cast.message(f"m{i}") for i in range(2)], 2)
-    [result] = await store.enqueue([cast.message("m2")], 2)
-    assert result.dropped == 2
-    assert await bodies(store, cast.bob_laptop) == ["body of m1", "body of m2"]
-
-
-async def test_enqueue_trims_within_a_batch(store: Store, cast: Cast) -> None:
-    """A batch trims as it goes: each message reports what it pushed out."""
-    target = [cast.bob_phone]
-    results = await store.enqueue([cast.message(f"m{i}", targets=target) for i in range(4)], 2)
-    assert [r.dropped for r in results] == [0, 0, 1, 1]
-    assert await bodies(store, cast.bob_phone) == ["body of m2", "body of m3"]
-
-
-async def test_enqueue_trim_only_touches_the_full_queue(store: Store, cast: Cast) -> None:
-    """A queue under the limit keeps everything while a full one is trimmed."""
+async def test_a_refused_message_stores_nothing_anywhere(store: Store, cast: Cast) -> None:
+    """One full target refuses the message for every target, with no idempotency record."""
     await store.enqueue([cast.message("m0", targets=[cast.bob_phone])], 1)
     [result] = await store.enqueue([cast.message("m1")], 1)
-    assert result.dropped == 1
-    assert await bodies(store, cast.bob_laptop) == ["body of m1"]
+    assert isinstance(result, QueueFull)
+    assert await store.pending(cast.bob_laptop.id, 0, 100) == []
+    queued = await store.pending(cast.bob_phone.id, 0, 9)
+    await store.ack(cast.bob_phone.id, [m.message_id for m in queued])
+    [retry] = await store.enqueue([cast.message("m1")], 1)
+    assert isinstance(retry, Enqueued) and retry.duplicate is False
+
+
+async def test_enqueue_refuses_within_a_batch_once_full(store: Store, cast: Cast) -> None:
+    """A batch fills the queue as it goes: later messages of the same batch are refused."""
+    target = [cast.bob_phone]
+    results = await store.enqueue([cast.message(f"m{i}", targets=target) for i in range(4)], 2)
+    assert [isinstance(r, QueueFull) for r in results] == [False, False, True, True]
+    assert await bodies(store, cast.bob_phone) == ["body of m0", "body of m1"]
+
+
+async def test_a_sender_cannot_fill_more_than_its_share(store: Store, cast: Cast) -> None:
+    """Past max_per_sender copies from one user, that user is refused; others still get in."""
+    target = [cast.bob_phone]
+    carol = await new_user(store, "carol")
+    carol_phone = await new_device(store, carol)
+    batch = [cast.message(f"a{i}", targets=target) for i in range(3)]
+    results = await store.enqueue(batch, 100, max_per_sender=2)
+    assert results[2] == QueueFull(device_id=cast.bob_phone.id, sender_share=True)
+    [from_carol] = await store.enqueue(
+        [cast.message("c0", targets=target, sender=carol_phone)], 100, 2
+    )
+    assert isinstance(from_carol, Enqueued)
+
+
+async def test_the_sender_share_counts_all_the_senders_devices(store: Store, cast: Cast) -> None:
+    """Messages from two devices of one user share that user's quota."""
+    alice_laptop = await new_device(store, cast.alice, "laptop")
+    target = [cast.bob_phone]
+    first = await store.enqueue([cast.message("m0", targets=target)], 100, max_per_sender=1)
+    second = await store.enqueue(
+        [cast.message("m1", targets=target, sender=alice_laptop)], 100, max_per_sender=1
+    )
+    assert isinstance(first[0], Enqueued) and isinstance(second[0], QueueFull)
+
+
+async def test_a_duplicate_is_answered_when_the_queue_is_full(store: Store, cast: Cast) -> None:
+    """A resend of a stored message is its duplicate, not a refusal."""
+    target = [cast.bob_phone]
+    [original] = await store.enqueue([cast.message("m0", targets=target)], 1)
+    [again] = await store.enqueue([cast.message("m0", targets=target)], 1)
+    assert isinstance(again, Enqueued) and again.duplicate and again.seq == original.seq
 
 
 async def test_enqueue_skips_target_devices_that_no_longer_exist(store: Store, cast: Cast) -> None:
