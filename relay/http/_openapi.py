@@ -82,12 +82,20 @@ def _body_errors(*codes_400: str) -> Json:
     """The answers of every route that reads a JSON body."""
     return {
         "400": _error(
-            "The body is not UTF-8 JSON, or a value is refused.",
+            "The body is not UTF-8 JSON (`invalid_json`: nested too deeply), or a value is "
+            "refused.",
             "malformed_json",
+            "invalid_json",
             "invalid_request",
             *codes_400,
         ),
-        "413": _error("The body is over `http.max_body_bytes`.", "body_too_large"),
+        "408": _error(
+            "The body did not arrive within `http.request_timeout`; the connection is closed.",
+            "request_timeout",
+        ),
+        "413": _error(
+            "The body is over `http.max_body_bytes`; the connection is closed.", "body_too_large"
+        ),
     }
 
 
@@ -541,8 +549,10 @@ def openapi_document(config: Config) -> Json:
                 "Content-Type); unknown fields are ignored. Every response carries "
                 'X-Request-ID; errors are {"error", "message"}. A 500 '
                 "`internal_error` is a bug. CORS preflight (OPTIONS) answers 204 on "
-                "every path for allowed origins. The WebSocket protocol is in "
-                "docs/protocol.md."
+                "every path for allowed origins. Before any of this, a connection over "
+                "`http.max_connections_per_ip` or `http.max_connections` is answered "
+                "429 `too_many_connections` or 503 `overloaded` (with Retry-After, without "
+                "X-Request-ID) and closed. The WebSocket protocol is in docs/protocol.md."
             ),
         },
         "servers": [{"url": "/"}],
