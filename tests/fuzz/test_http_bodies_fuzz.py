@@ -143,9 +143,6 @@ def test_hostile_bodies_are_refused_as_documented(
     assert target.internal_errors() == []
 
 
-@pytest.mark.xfail(
-    reason="known: deep nesting answers 500 (RecursionError); fixed on main", strict=False
-)
 @pytest.mark.parametrize("label", BODY_OPERATIONS)
 def test_deeply_nested_bodies_are_refused_as_documented(
     schema: BaseSchema, target: Target, label: str
@@ -158,3 +155,4 @@ def test_deeply_nested_bodies_are_refused_as_documented(
         answers_as_documented(schema, target, label, body)
 
     refused()
+    assert target.internal_errors() == []
