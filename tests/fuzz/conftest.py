@@ -73,7 +73,7 @@ class Target:
     spares: list[dict[str, Any]]  # more sessions of FUZZER's device, to delete or refresh
     spare_device: str  # a second device of FUZZER, to delete
     peer_device: str  # PEER's device, with keys to fetch
-    tally: Tally = field(default_factory=Tally)
+    tally: Tally
     logout_token: str | None = None
 
     def token_for_logout(self) -> str:
@@ -100,8 +100,19 @@ def _grant(client: httpx.Client, **extra: Any) -> dict[str, Any]:
     return grant
 
 
+@pytest.fixture(scope="session")
+def tally() -> Iterator[Tally]:
+    """Every answer of the run; summed up at the end (and written to RELAY_FUZZ_REPORT)."""
+    counts = Tally()
+    yield counts
+    report = counts.report()
+    print(f"\nfuzz: {json.dumps({k: v for k, v in report.items() if k != 'by_operation'})}")
+    if REPORT:
+        Path(REPORT).write_text(json.dumps(report, indent=2) + "\n")
+
+
 @pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+def target(tmp_path_factory: pytest.TempPathFactory, tally: Tally) -> Iterator[Target]:
     """``relay serve`` on its defaults (limits included), with FUZZER and PEER set up."""
     workdir = tmp_path_factory.mktemp("fuzz")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
@@ -136,13 +147,8 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             upload, _ = make_device_keys(100)
             headers = {"Authorization": f"Bearer {peer['access_token']}"}
             assert harness.put("/api/keys", json=upload, headers=headers).status_code == 200
-            running = Target(
-                base_url, process, harness, primary, spares, spare_device, peer["device_id"]
+            yield Target(
+                base_url, process, harness, primary, spares, spare_device, peer["device_id"], tally
             )
-            yield running
     finally:
         process.kill()
-    report = running.tally.report()
-    print(f"\nfuzz: {json.dumps({k: v for k, v in report.items() if k != 'by_operation'})}")
-    if REPORT:
-        Path(REPORT).write_text(json.dumps(report, indent=2) + "\n")
