@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ REPORT = os.environ.get("RELAY_FUZZ_REPORT")
 HARNESS_ADDRESS = "127.0.0.2"
 FUZZER, PEER = "fuzzer", "fuzzpeer"
 SPARE_SESSIONS = 4
+REFRESH_AFTER = 600  # seconds; access tokens live 900 (auth.access_token_ttl)
 
 
 @dataclass
@@ -62,17 +65,40 @@ class Tally:
         }
 
 
+class Session:
+    """One logged-in session of the harness; its access token refreshed before it expires."""
+
+    def __init__(self, harness: httpx.Client, grant: dict[str, Any]) -> None:
+        self.harness = harness
+        self.grant = grant
+        self.issued = time.monotonic()
+
+    @property
+    def device_id(self) -> str:
+        return str(self.grant["device_id"])
+
+    def access_token(self) -> str:
+        if time.monotonic() - self.issued > REFRESH_AFTER:
+            response = self.harness.post(
+                "/api/token/refresh", json={"refresh_token": self.grant["refresh_token"]}
+            )
+            assert response.status_code == 200, response.text
+            self.grant, self.issued = response.json(), time.monotonic()
+        return str(self.grant["access_token"])
+
+
 @dataclass
 class Target:
     """The relay under test and the real accounts that let requests reach success paths."""
 
     base_url: str
+    ws_url: str
     process: RelayProcess
     harness: httpx.Client
-    primary: dict[str, Any]  # FUZZER's grant: the token of every Bearer request
+    primary: Session  # FUZZER's: the token of every Bearer request, and a WebSocket
     spares: list[dict[str, Any]]  # more sessions of FUZZER's device, to delete or refresh
     spare_device: str  # a second device of FUZZER, to delete
-    peer_device: str  # PEER's device, with keys to fetch
+    peer: Session  # PEER's: a device with keys to fetch, and a WebSocket
     tally: Tally
     logout_token: str | None = None
 
@@ -80,11 +106,11 @@ class Target:
         """A fresh session to log out (each logout spends one), or the last one if refused."""
         response = self.harness.post(
             "/api/login",
-            json={"username": FUZZER, "password": PASSWORD, "device_id": self.primary["device_id"]},
+            json={"username": FUZZER, "password": PASSWORD, "device_id": self.primary.device_id},
         )
         if response.status_code == 200:
             self.logout_token = response.json()["access_token"]
-        return self.logout_token or self.primary["access_token"]
+        return self.logout_token or self.primary.access_token()
 
     def internal_errors(self) -> list[str]:
         """The relay's log lines about internal errors so far."""
@@ -111,10 +137,9 @@ def tally() -> Iterator[Tally]:
         Path(REPORT).write_text(json.dumps(report, indent=2) + "\n")
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory, tally: Tally) -> Iterator[Target]:
-    """``relay serve`` on its defaults (limits included), with FUZZER and PEER set up."""
-    workdir = tmp_path_factory.mktemp("fuzz")
+@contextmanager
+def serving(workdir: Path, tally: Tally, **settings: str) -> Iterator[Target]:
+    """``relay serve`` with *settings* (environment variables) over the test defaults."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env.update(
         {
@@ -124,6 +149,7 @@ def target(tmp_path_factory: pytest.TempPathFactory, tally: Tally) -> Iterator[T
             "RELAY_WS_PORT": "0",
             "RELAY_AUTH_ARGON2_OPSLIMIT": "1",
             "RELAY_AUTH_ARGON2_MEMLIMIT": "8192",
+            **settings,
         }
     )
     process = RelayProcess(["serve"], env, workdir)
@@ -143,12 +169,40 @@ def target(tmp_path_factory: pytest.TempPathFactory, tally: Tally) -> Iterator[T
                 _grant(harness, username=FUZZER, device_id=device) for _ in range(SPARE_SESSIONS)
             ]
             spare_device = _grant(harness, username=FUZZER)["device_id"]
-            peer = _grant(harness, username=PEER)
+            peer = Session(harness, _grant(harness, username=PEER))
             upload, _ = make_device_keys(100)
-            headers = {"Authorization": f"Bearer {peer['access_token']}"}
+            headers = {"Authorization": f"Bearer {peer.access_token()}"}
             assert harness.put("/api/keys", json=upload, headers=headers).status_code == 200
             yield Target(
-                base_url, process, harness, primary, spares, spare_device, peer["device_id"], tally
+                base_url,
+                f"ws://127.0.0.1:{ports['ws_port']}/ws",
+                process,
+                harness,
+                Session(harness, primary),
+                spares,
+                spare_device,
+                peer,
+                tally,
             )
     finally:
         process.kill()
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory, tally: Tally) -> Iterator[Target]:
+    """``relay serve`` on its defaults (limits included), with FUZZER and PEER set up."""
+    with serving(tmp_path_factory.mktemp("fuzz"), tally) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def ws_target(tmp_path_factory: pytest.TempPathFactory, tally: Tally) -> Iterator[Target]:
+    """As :func:`target`, but any number of WebSocket handshakes per minute (two per example)."""
+    unlimited = str(10**9)
+    with serving(
+        tmp_path_factory.mktemp("fuzz-ws"),
+        tally,
+        RELAY_WS_HANDSHAKE_RATE_PER_MINUTE=unlimited,
+        RELAY_WS_HANDSHAKE_BURST=unlimited,
+    ) as running:
+        yield running

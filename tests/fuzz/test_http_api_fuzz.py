@@ -56,7 +56,7 @@ def bearer_auth(target: Target) -> AuthStorage[str]:
         def get(self, case: Case, context: AuthContext) -> str:
             if context.operation.path == "/api/logout":
                 return target.token_for_logout()
-            token: str = target.primary["access_token"]
+            token: str = target.primary.access_token()
             return token
 
         def set(self, case: Case, data: str, context: AuthContext) -> None:
@@ -74,7 +74,7 @@ def known_values(target: Target, label: str) -> tuple[str, st.SearchStrategy[Any
     known: dict[str, tuple[str, st.SearchStrategy[Any]]] = {
         "POST /api/login": (
             "body",
-            st.sampled_from([fuzzer, {**fuzzer, "device_id": target.primary["device_id"]}]),
+            st.sampled_from([fuzzer, {**fuzzer, "device_id": target.primary.device_id}]),
         ),
         "POST /api/token/refresh": (
             "body",
@@ -95,7 +95,7 @@ def known_values(target: Target, label: str) -> tuple[str, st.SearchStrategy[Any
         "GET /api/keys/{username}": ("path_parameters", st.just({"username": PEER})),
         "GET /api/keys/{username}/{device_id}": (
             "path_parameters",
-            st.just({"username": PEER, "device_id": target.peer_device}),
+            st.just({"username": PEER, "device_id": target.peer.device_id}),
         ),
     }
     return known.get(label)

@@ -111,7 +111,7 @@ def answers_as_documented(
     method, path = label.split(" ", 1)
     headers = {"Content-Type": "application/json", "Connection": "close"}
     if method == "PUT":
-        headers["Authorization"] = f"Bearer {target.primary['access_token']}"
+        headers["Authorization"] = f"Bearer {target.primary.access_token()}"
     response = httpx.request(method, f"{target.base_url}{path}", content=body, headers=headers)
     target.tally.record(label, response.status_code)
     schema[path][method].Case(media_type="application/json").validate_response(
