@@ -41,6 +41,7 @@ class Tally:
     """How many requests each operation got, by status."""
 
     counts: Counter[tuple[str, int]] = field(default_factory=Counter)
+    frames: Counter[str] = field(default_factory=Counter)  # WebSocket frames by outcome
 
     def record(self, operation: str, status: int) -> None:
         self.counts[(operation, status)] += 1
@@ -61,6 +62,8 @@ class Tally:
             "examples_per_operation": EXAMPLES,
             "requests": self.requests,
             "server_errors": self.server_errors,
+            "ws_frames": sum(self.frames.values()),
+            "ws_frames_by_outcome": dict(sorted(self.frames.items())),
             "by_operation": by_operation,
         }
 
@@ -132,7 +135,8 @@ def tally() -> Iterator[Tally]:
     counts = Tally()
     yield counts
     report = counts.report()
-    print(f"\nfuzz: {json.dumps({k: v for k, v in report.items() if k != 'by_operation'})}")
+    summary = {k: v for k, v in report.items() if not k.startswith("by_")}
+    print(f"\nfuzz: {json.dumps(summary)}")
     if REPORT:
         Path(REPORT).write_text(json.dumps(report, indent=2) + "\n")
 

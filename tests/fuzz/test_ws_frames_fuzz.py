@@ -22,7 +22,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from relay.ws._frames import AckFrame, AuthFrame, FrameError, RefreshFrame, SendFrame, decode_frame
 from tests.frame_strategies import anything, bodies, ids, json_texts, tokens
-from tests.fuzz.conftest import EXAMPLES, FUZZER, PEER, Target
+from tests.fuzz.conftest import EXAMPLES, FUZZER, PEER, Tally, Target
 
 MAX_FRAME = 65_536  # ws.max_frame_bytes, in characters of the decoded text
 BAD_FRAME_LIMIT = 10  # ws.bad_frame_limit
@@ -139,7 +139,9 @@ def expected(data: str | bytes) -> tuple[str, Any]:
     return "accepted", frame
 
 
-async def send_one(ws: WebSocketConnection, data: str | bytes, seen: Exchange) -> None:
+async def send_one(
+    ws: WebSocketConnection, data: str | bytes, seen: Exchange, tally: Tally
+) -> None:
     """Send *data* and check the answer (or the close) against docs/protocol.md."""
     verdict, detail = expected(data)
     event(verdict)
@@ -151,6 +153,7 @@ async def send_one(ws: WebSocketConnection, data: str | bytes, seen: Exchange) -
     except ConnectionClosed as exc:
         seen.closed = int(exc.reason.code) if exc.reason else None
     seen.log.append((data[:200], answers, seen.closed))
+    tally.frames[f"closed {seen.closed}" if seen.closed else "answered"] += 1
     if seen.closed is not None:
         event(f"closed {seen.closed}")
         assert seen.closed != 1011, seen.log
@@ -197,7 +200,7 @@ async def fuzz_one_connection(target: Target, data: list[str | bytes]) -> None:
                 assert json.loads(await socket.get_message())["type"] == "ready"
             seen = Exchange()
             for one in data:
-                await send_one(ws, one, seen)
+                await send_one(ws, one, seen, target.tally)
                 if seen.closed is not None:
                     break
             # The other user's socket, open all along, still works.
