@@ -57,7 +57,9 @@ def make_bus(config: Config) -> Bus:
 @asynccontextmanager
 async def open_store(config: Config) -> AsyncIterator[Store]:
     """The Store adapter chosen in ``[store] backend``."""
-    async with open_sqlite_store(config.store.path, config.store.synchronous) as store:
+    async with open_sqlite_store(
+        config.store.path, config.store.synchronous, config.store.busy_timeout
+    ) as store:
         yield store
 
 

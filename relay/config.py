@@ -112,6 +112,7 @@ class StoreConfig:
     dsn: str = field(default="", repr=False)
     batch_max: int = 256
     synchronous: str = "full"
+    busy_timeout: float = 5 * SECONDS  # SQLite: wait this long for another process's lock
 
 
 @dataclass(frozen=True, slots=True)
