@@ -26,7 +26,15 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from ..crypto import AccessClaims, InvalidToken
 from ..limits import names
-from ..net import Admission, ConnectionSlots, Full, Ticket, Turnaway, serve_admitted
+from ..net import (
+    Admission,
+    ConnectionSlots,
+    Full,
+    Ticket,
+    Turnaway,
+    serve_admitted,
+    source_of,
+)
 from ..services import Services
 from ._connection import Connection, ConnectionContext
 from ._frames import AuthFrame, FrameError, decode_frame
@@ -244,4 +252,4 @@ class WsServer:
 
 def _ip(request: WebSocketRequest) -> str:
     remote = request.remote
-    return str(getattr(remote, "address", remote))
+    return source_of(str(getattr(remote, "address", remote)))
