@@ -10,18 +10,17 @@ from dataclasses import dataclass
 
 import trio
 
-from .auth import LOGIN_LIMIT, REGISTER_LIMIT, AuthService
+from .auth import AuthService
 from .bus import Bus, LocalBus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
 from .http import serve_http
-from .keys import KEYS_FETCH_LIMIT, KEYS_TARGET_LIMIT
-from .limits import LockoutPolicy, MemoryLimits, RatePolicy
+from .limits import MemoryLimits, policies
 from .net import ConnectionSlots
 from .obs import Metrics, get_logger
 from .services import Services
 from .store import Store, open_sqlite_store
-from .ws import HANDSHAKE_LIMIT, WsServer
+from .ws import WsServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +29,6 @@ class Bound:
 
     http_port: int
     ws_port: int
-
-
-def rate_policies(config: Config) -> dict[str, RatePolicy]:
-    """Every named token bucket the relay uses, from the config."""
-    return {
-        LOGIN_LIMIT: RatePolicy.per_minute(config.auth.login_rate_per_minute),
-        REGISTER_LIMIT: RatePolicy.per_hour(config.auth.registration_rate_per_hour),
-        # The burst never exceeds the per-minute limit: an operator who allows N
-        # a minute must never see more than N admitted at once.
-        HANDSHAKE_LIMIT: RatePolicy.per_minute(
-            config.ws.handshake_rate_per_minute,
-            burst=min(config.ws.handshake_burst, config.ws.handshake_rate_per_minute),
-        ),
-        KEYS_FETCH_LIMIT: RatePolicy.per_minute(config.keys.fetch_rate_per_minute),
-        KEYS_TARGET_LIMIT: RatePolicy.per_minute(config.keys.target_fetch_rate_per_minute),
-    }
 
 
 DESCRIPTOR_RESERVE = 256
@@ -74,7 +57,9 @@ def make_bus(config: Config) -> Bus:
 @asynccontextmanager
 async def open_store(config: Config) -> AsyncIterator[Store]:
     """The Store adapter chosen in ``[store] backend``."""
-    async with open_sqlite_store(config.store.path, config.store.synchronous) as store:
+    async with open_sqlite_store(
+        config.store.path, config.store.synchronous, config.store.busy_timeout
+    ) as store:
         yield store
 
 
@@ -95,15 +80,7 @@ async def open_services(
     log = get_logger("relay")
     metrics = Metrics()
     async with open_store(config) as store:
-        limits = MemoryLimits(
-            rate_policies(config),
-            LockoutPolicy(
-                config.auth.lockout_threshold,
-                config.auth.lockout_window,
-                config.auth.lockout_duration,
-            ),
-            clock=limits_clock,
-        )
+        limits = MemoryLimits(policies(config), clock=limits_clock)
         hasher = PasswordHasher(
             opslimit=config.auth.argon2_opslimit,
             memlimit=config.auth.argon2_memlimit,

@@ -68,8 +68,11 @@ class WsConfig:
     heartbeat_interval: float = 25 * SECONDS
     heartbeat_timeout: float = 10 * SECONDS
     auth_timeout: float = 5 * SECONDS
-    send_rate_per_second: float = 100.0
+    send_rate_per_second: float = 100.0  # per device ...
     send_burst: int = 200
+    send_rate_per_user_per_second: float = 200.0  # ... and per user, all devices together
+    send_burst_per_user: int = 400
+    handshake_rate_per_user_per_minute: int = 120
     outbound_queue: int = 256
     bad_frame_limit: int = 10
     shutdown_grace: float = 10 * SECONDS
@@ -84,7 +87,8 @@ class AuthConfig:
     open_registration: bool = True
     registration_rate_per_hour: int = 20  # per IP
     login_rate_per_minute: int = 60
-    lockout_threshold: int = 5
+    lockout_threshold: int = 5  # failures per (username, IP) ...
+    lockout_user_threshold: int = 50  # ... and per username from anywhere (then guarded)
     lockout_window: float = 15 * MINUTES
     lockout_duration: float = 15 * MINUTES
     max_devices_per_user: int = 32
@@ -108,6 +112,7 @@ class StoreConfig:
     dsn: str = field(default="", repr=False)
     batch_max: int = 256
     synchronous: str = "full"
+    busy_timeout: float = 5 * SECONDS  # SQLite: wait this long for another process's lock
 
 
 @dataclass(frozen=True, slots=True)

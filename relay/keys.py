@@ -1,20 +1,13 @@
 """Key distribution rules shared by the HTTP API and the wiring: pure, no I/O.
 
-The names of the two prekey-fetch rate limits (their policies come from
-``[keys]`` in the config, see :func:`relay.app.rate_policies`), the bucket key
-of a fetch target, and the low-water rule that decides when a device is told
-to upload more one-time prekeys.
+The bucket key of a fetch target (the limits themselves are
+``relay.limits.names.KEYS_FETCH`` and ``KEYS_TARGET``), and the low-water
+rule that decides when a device is told to upload more one-time prekeys.
 """
 
 from __future__ import annotations
 
 from .store import Bundle
-
-KEYS_FETCH_LIMIT = "keys_fetch"
-"""Token bucket per requesting device: how fast one device may fetch bundles."""
-
-KEYS_TARGET_LIMIT = "keys_target"
-"""Token bucket per fetch target: how fast everyone together may drain one pool."""
 
 
 def target_key(username: str, device_id: str | None) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from ._origin import origin_allowed as origin_allowed
-from ._service import LOGIN_LIMIT as LOGIN_LIMIT
-from ._service import REGISTER_LIMIT as REGISTER_LIMIT
 from ._service import AuthError as AuthError
 from ._service import AuthService as AuthService
 from ._service import Grant as Grant

@@ -23,15 +23,14 @@ from ..crypto import (
     hash_refresh_token,
     new_refresh_token,
 )
-from ..limits import Limits
+from ..limits import Limits, names
 from ..obs import Logger, LogSampler, Metrics
 from ..store import Device, RefreshOutcome, Session, Store, User, UsernameTaken
+from ._login_guard import LoginGuard
 
 USERNAME = re.compile(r"[a-z0-9_.\-]{3,32}")
 # Names that collide with API paths (GET /api/keys/count vs /api/keys/{username}).
 RESERVED_USERNAMES = frozenset({"count"})
-LOGIN_LIMIT = "login"
-REGISTER_LIMIT = "register"
 
 RevocationListener = Callable[[str, str], Awaitable[None]]
 """Called with (session id, reason) after a session is revoked."""
@@ -74,6 +73,10 @@ def normalise_username(username: str) -> str:
     return folded
 
 
+def _invalid_credentials() -> AuthError:
+    return AuthError(401, "invalid_credentials", "wrong username or password")
+
+
 def check_password_length(password: str) -> None:
     if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
         raise AuthError(
@@ -111,6 +114,7 @@ class AuthService:
         self._clock = wall_clock
         self._listeners: list[RevocationListener] = []
         self._sampler = LogSampler()  # one ratelimit.login line per IP per 10 s
+        self._guard = LoginGuard(limits)
 
     def on_revoked(self, listener: RevocationListener) -> None:
         """Call *listener* after every revocation (to close live sockets)."""
@@ -140,7 +144,7 @@ class AuthService:
         if not self._config.open_registration:
             raise AuthError(403, "registration_closed", "registration is closed")
         if ip is not None:
-            wait = await self._limits.take(REGISTER_LIMIT, ip)
+            wait = await self._limits.take(names.REGISTER, ip)
             if wait is not None:
                 self._metrics.ratelimit_hits.labels("register").inc()
                 self._sampler.warn(
@@ -167,11 +171,11 @@ class AuthService:
         device_id: str | None = None,
         device_name: str | None = None,
     ) -> Grant:
-        """Check the credentials under the IP limit and username lockout."""
+        """Check the credentials under the IP limit and the lockouts (see _login_guard)."""
         if len(password) > MAX_PASSWORD_CHARS:
             raise AuthError(400, "invalid_password", "password is too long")
         name = username.lower()
-        wait = await self._limits.take(LOGIN_LIMIT, ip)
+        wait = await self._limits.take(names.LOGIN, ip)
         if wait is not None:
             self._metrics.ratelimit_hits.labels("login").inc()
             self._metrics.logins.labels("rate_limited").inc()
@@ -179,17 +183,27 @@ class AuthService:
                 self._log, "ratelimit.login", ip, trio.current_time(), retry_after=round(wait, 3)
             )
             raise AuthError(429, "rate_limited", "too many login attempts", wait)
-        locked = await self._limits.locked_for(name)
-        if locked is not None:
+        if not USERNAME.fullmatch(name):
+            # Cannot exist, and the format is public: refuse without hashing or counting.
+            self._metrics.logins.labels("invalid_credentials").inc()
+            raise _invalid_credentials()
+        user = await self._store.get_user_by_name(name)
+        known_device = user is not None and await self._owns_device(user, device_id)
+        verdict = await self._guard.check(name, ip, known_device)
+        if verdict is not None:
             self._metrics.ratelimit_hits.labels("lockout").inc()
             self._metrics.logins.labels("locked_out").inc()
-            self._log.warning("auth.locked_out", username=name, ip=ip)
-            raise AuthError(429, "locked_out", "too many failed logins; try later", locked)
-        user = await self._store.get_user_by_name(name) if USERNAME.fullmatch(name) else None
+            self._sampler.warn(
+                self._log, "auth.locked_out", f"{name}|{ip}", trio.current_time(),
+                username=name, reason=verdict.reason,
+            )
+            raise AuthError(
+                429, "locked_out", "too many failed logins; try later", verdict.retry_after
+            )
         if not await self._hasher.verify(user.password_hash if user else None, password):
             await self._fail(name, ip)
         assert user is not None
-        await self._limits.clear_failures(name)
+        await self._guard.succeeded(name, ip)
         device = await self._device_for(user, device_id, device_name)
         grant = await self._open_session(user, device)
         self._metrics.logins.labels("success").inc()
@@ -198,13 +212,21 @@ class AuthService:
         )
         return grant
 
+    async def _owns_device(self, user: User, device_id: str | None) -> bool:
+        if device_id is None:
+            return False
+        device = await self._store.get_device(device_id)
+        return device is not None and device.user_id == user.id
+
     async def _fail(self, name: str, ip: str) -> None:
-        lock = await self._limits.record_failure(name)
+        pair_lock, guard = await self._guard.failed(name, ip)
         self._metrics.logins.labels("invalid_credentials").inc()
         self._log.warning("auth.login_failed", username=name, ip=ip)
-        if lock is not None:
-            self._log.warning("auth.locked_out", username=name, ip=ip, duration=lock)
-        raise AuthError(401, "invalid_credentials", "wrong username or password")
+        if pair_lock is not None:
+            self._log.warning("auth.locked_out", username=name, ip=ip, duration=pair_lock)
+        if guard is not None:
+            self._log.warning("auth.username_guarded", username=name, duration=guard)
+        raise _invalid_credentials()
 
     async def _device_for(self, user: User, device_id: str | None, name: str | None) -> Device:
         now = self._clock()

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from ..auth import origin_allowed
 from ..obs import CONTENT_TYPE, request_id_from
 from ..services import Services
+from ..store import StoreUnavailable
 from ._account_routes import register_account_routes
 from ._auth_routes import register_auth_routes
 from ._errors import ApiError, error_response, json_response
@@ -94,6 +95,13 @@ def _install_error_handlers(app: Quart, services: Services) -> None:
             # connection cannot be parsed: say so, and let the server close it.
             response.headers["Connection"] = "close"
         return response
+
+    @app.errorhandler(StoreUnavailable)
+    async def store_unavailable(error: StoreUnavailable) -> Response:
+        services.log.error("http.store_unavailable", error=str(error))
+        return error_response(
+            ApiError(503, "store_unavailable", "storage is unavailable; retry shortly", 1.0)
+        )
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:

@@ -11,6 +11,7 @@ from quart_trio.wrappers.response import TrioResponse as Response
 
 from ..auth import AuthError, Grant
 from ..crypto import AccessClaims, InvalidToken
+from ..net import source_of
 from ..services import Services
 from ..store import UsernameTaken
 from ._bodies import Credentials, LoginBody, RefreshBody
@@ -55,9 +56,10 @@ def _unauthorized(message: str) -> ApiError:
 
 
 def client_ip() -> str:
-    # The socket peer, never X-Forwarded-For: a header is the client's to forge.
+    """The client's source key: the socket peer (an IPv6 /64), never X-Forwarded-For."""
+    # A header is the client's to forge; see relay.net.source_of for the /64.
     remote = request.remote_addr
-    return remote if remote else "unknown"
+    return source_of(remote) if remote else "unknown"
 
 
 def _grant_json(grant: Grant) -> dict[str, Any]:

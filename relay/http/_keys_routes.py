@@ -10,7 +10,8 @@ from quart import Quart, request
 from quart_trio.wrappers.response import TrioResponse as Response
 
 from ..crypto import BadKey, bundle_dict, parse_key_upload
-from ..keys import KEYS_FETCH_LIMIT, KEYS_TARGET_LIMIT, low_on_prekeys, target_key
+from ..keys import low_on_prekeys, target_key
+from ..limits import names
 from ..services import Services
 from ..store import Bundle, KeyIdReused
 from ..ws import prekeys_low_frame
@@ -94,8 +95,8 @@ async def _fetch(services: Services, username: str, device_id: str | None) -> Re
     folded = username.lower()
     target = target_key(folded, device_id)
     # Both limits before the store: a refused fetch consumes no prekey.
-    await _take(services, KEYS_FETCH_LIMIT, claims.device_id, requester=claims.device_id)
-    await _take(services, KEYS_TARGET_LIMIT, target, requester=claims.device_id)
+    await _take(services, names.KEYS_FETCH, claims.device_id, requester=claims.device_id)
+    await _take(services, names.KEYS_TARGET, target, requester=claims.device_id)
 
     user = await services.store.get_user_by_name(folded)
     if user is None:

@@ -114,6 +114,10 @@ class Lockout:
             return self._policy.duration
         return None
 
+    def unlock(self, key: str) -> bool:
+        """Forget *key*'s failures and lift its lock (an operator's call); True if it had state."""
+        return self._states.pop(key, None) is not None
+
     def clear(self, key: str) -> None:
         """Forget *key*'s failures (after a success); an active lock stays."""
         state = self._states.get(key)

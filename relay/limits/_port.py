@@ -51,6 +51,13 @@ def retry_after_header(wait: float) -> str:
 
 
 class Limits(Protocol):
+    """Rate limits, failure lockouts, known sources and the revocation list.
+
+    Every limit and lockout is named (see :mod:`relay.limits._policies`) and
+    keyed by the caller (an IP, a username, a device id...). An adapter
+    bounds the memory any key can cost; outsiders choose keys.
+    """
+
     async def take(self, limit: str, key: str, cost: float = 1.0) -> float | None:
         """Take *cost* tokens from bucket (*limit*, *key*).
 
@@ -67,14 +74,23 @@ class Limits(Protocol):
         it can be asked at accept time. The authoritative check is ``take``.
         """
 
-    async def locked_for(self, key: str) -> float | None:
+    async def locked_for(self, lockout: str, key: str) -> float | None:
         """Seconds the key stays locked out, or None if it is not locked."""
 
-    async def record_failure(self, key: str) -> float | None:
+    async def record_failure(self, lockout: str, key: str) -> float | None:
         """Count a failure; return the lock's seconds if this locked the key."""
 
-    async def clear_failures(self, key: str) -> None:
-        """Forget the key's failures (after a success)."""
+    async def clear_failures(self, lockout: str, key: str) -> None:
+        """Forget the key's failures (after a success); an active lock stays."""
+
+    async def unlock(self, lockout: str, key: str) -> bool:
+        """Lift the key's lock and forget its failures; True if there was any."""
+
+    async def remember(self, key: str, member: str, ttl: float) -> None:
+        """Know *member* under *key* (e.g. an IP a user logged in from) for *ttl* seconds."""
+
+    async def knows(self, key: str, member: str) -> bool:
+        """True if *member* is remembered under *key*."""
 
     async def revoke(self, session_id: str, ttl: float) -> None:
         """Treat the session as revoked for the next *ttl* seconds."""

@@ -11,3 +11,4 @@ from ._admission import Turnaway as Turnaway
 from ._admission import canned_response as canned_response
 from ._slots import ConnectionSlots as ConnectionSlots
 from ._slots import Full as Full
+from ._source import source_of as source_of

@@ -20,6 +20,7 @@ import trio
 
 from ._admission import Admission, Ticket, Turnaway
 from ._slots import ConnectionSlots
+from ._source import source_of
 
 Handler = Callable[[trio.SocketStream, Ticket], Awaitable[None]]
 OnTurnaway = Callable[[str, Turnaway], None]
@@ -90,12 +91,12 @@ async def _serve(handler: Handler, stream: trio.SocketStream, ticket: Ticket) ->
 
 
 def peer_ip(stream: trio.SocketStream) -> str:
-    """The peer's IP address ("unknown" if the socket has none, e.g. already reset)."""
+    """The peer's source key (:func:`source_of`; "unknown" if the socket has none)."""
     try:
         peer = stream.socket.getpeername()
     except OSError:
         return "unknown"
-    return str(peer[0]) if isinstance(peer, tuple) else "unknown"
+    return source_of(str(peer[0])) if isinstance(peer, tuple) else "unknown"
 
 
 def _answer_now(stream: trio.SocketStream, response: bytes) -> bool:

@@ -19,6 +19,7 @@ from ._port import Session as Session
 from ._port import SignedPrekey as SignedPrekey
 from ._port import Store as Store
 from ._port import StoreError as StoreError
+from ._port import StoreUnavailable as StoreUnavailable
 from ._port import User as User
 from ._port import UsernameTaken as UsernameTaken
 from ._sqlite import SQLiteStore as SQLiteStore

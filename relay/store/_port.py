@@ -23,6 +23,14 @@ class StoreError(Exception):
     """Base class of the store's domain errors."""
 
 
+class StoreUnavailable(StoreError):
+    """The store could not do the operation now (locked, full, unreachable).
+
+    Nothing was changed: the operation rolled back whole. Callers refuse the
+    request (HTTP 503, a ``store_unavailable`` frame) and the client retries.
+    """
+
+
 class UsernameTaken(StoreError):
     """``create_user`` was given a username that exists (case-folded)."""
 

@@ -33,6 +33,7 @@ from ._port import (
     RefreshResult,
     Session,
     StoreError,
+    StoreUnavailable,
     User,
 )
 
@@ -41,8 +42,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-BUSY_TIMEOUT_MS = 5_000
-"""How long a statement waits for another process's lock before SQLITE_BUSY."""
+BUSY_TIMEOUT = 5.0
+"""Default seconds a statement waits for another process's lock before SQLITE_BUSY."""
 
 _READ = "BEGIN"
 # Writers take the write lock up front: a deferred transaction that reads and
@@ -54,13 +55,15 @@ _WRITE = "BEGIN IMMEDIATE"
 SYNCHRONOUS = ("full", "normal")
 
 
-def _connect(path: str, synchronous: str = "full") -> sqlite3.Connection:
+def _connect(
+    path: str, synchronous: str = "full", busy_timeout: float = BUSY_TIMEOUT
+) -> sqlite3.Connection:
     # isolation_level=None: the sqlite3 module never opens or commits a
     # transaction behind our back; each store method states its own.
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
         # Before anything that takes a lock, switching to WAL included.
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000):d}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode not in ("wal", "memory"):
             raise StoreError(f"{path}: cannot use WAL journal mode (got {mode!r})")
@@ -107,7 +110,9 @@ class SQLiteStore:
     delivered at the caller's next checkpoint. A committed write is never
     half-done, and never done behind a caller who was told it failed.
 
-    After :meth:`aclose`, calls raise :class:`trio.ClosedResourceError`.
+    A database that is locked by another process past ``busy_timeout``,
+    full, or failing raises :class:`StoreUnavailable` (the transaction rolled
+    back), as does any call after :meth:`aclose`.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -121,8 +126,11 @@ class SQLiteStore:
         def work() -> T:
             # Checked under the limiter, so it cannot race with aclose().
             if self._conn is None:
-                raise trio.ClosedResourceError("the store is closed")
-            return _transaction(self._conn, begin, fn)
+                raise StoreUnavailable("the store is closed")
+            try:
+                return _transaction(self._conn, begin, fn)
+            except sqlite3.OperationalError as exc:  # locked, disk full, I/O error
+                raise StoreUnavailable(str(exc)) from exc
 
         return await trio.to_thread.run_sync(work, limiter=self._limiter)
 
@@ -326,9 +334,13 @@ class SQLiteStore:
 
 
 @asynccontextmanager
-async def open_sqlite_store(path: str, synchronous: str = "full") -> AsyncIterator[SQLiteStore]:
+async def open_sqlite_store(
+    path: str, synchronous: str = "full", busy_timeout: float = BUSY_TIMEOUT
+) -> AsyncIterator[SQLiteStore]:
     """Open (creating if need be) and migrate the database at *path*.
 
+    *busy_timeout* is how long a write waits for another process's lock
+    before it fails (and the caller's operation with it).
     *synchronous* is SQLite's durability level for commits: ``"full"``
     (survives power loss) or ``"normal"`` (survives a crash of the relay).
 
@@ -336,7 +348,7 @@ async def open_sqlite_store(path: str, synchronous: str = "full") -> AsyncIterat
     was written by a newer relay. The store is closed on exit.
     """
     # Opening touches the disk (and may migrate): a worker thread too.
-    conn = await trio.to_thread.run_sync(_connect, path, synchronous)
+    conn = await trio.to_thread.run_sync(_connect, path, synchronous, busy_timeout)
     store = SQLiteStore(conn)
     try:
         yield store

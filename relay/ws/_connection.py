@@ -18,7 +18,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from ..auth import AuthService
 from ..config import WsConfig
 from ..crypto import AccessClaims, InvalidToken
-from ..limits import KeyedBuckets, RatePolicy, TokenBucket
+from ..limits import Limits, RatePolicy, TokenBucket, names
 from ..obs import Logger, Metrics
 from ..store import QueuedMessage, Store
 from ._frames import (
@@ -52,7 +52,7 @@ class ConnectionContext:
     metrics: Metrics
     log: Logger
     wall_clock: Callable[[], float]
-    send_limits: KeyedBuckets  # per device, shared by its connections and reconnects
+    limits: Limits  # send rates per device and per user, shared across connections
 
 
 class Connection:
@@ -178,7 +178,11 @@ class Connection:
 
     async def _on_send(self, frame: SendFrame) -> None:
         now = trio.current_time()
-        if self._ctx.send_limits.take(self.device_id, now) is not None:
+        limits = self._ctx.limits
+        if (
+            await limits.take(names.SEND, self.device_id) is not None
+            or await limits.take(names.SEND_USER, self.user_id) is not None
+        ):
             self.push(error_frame("rate_limited", "sending too fast; slow down", frame.id))
             return
         self._reader_waiting = True

@@ -16,11 +16,10 @@ import trio
 from ..auth import AuthService, origin_allowed
 from ..config import WsConfig
 from ..crypto import AccessClaims, InvalidToken
-from ..limits import Limits, retry_after_header
+from ..limits import Limits, names, retry_after_header
 from ..obs import Logger, LogSampler, Metrics
 
 WS_PATH = "/ws"
-HANDSHAKE_LIMIT = "ws_handshake"
 MAX_TOKEN_CHARS = 4096
 
 
@@ -113,7 +112,7 @@ class HandshakeGate:
         headers: Sequence[tuple[bytes, bytes]],
         full: bool,
     ) -> AccessClaims | None:
-        wait = await self._limits.take(HANDSHAKE_LIMIT, ip)
+        wait = await self._limits.take(names.HANDSHAKE, ip)
         if wait is not None:
             self.warn("ratelimit.handshake", ip, retry_after=round(wait, 3))
             retry = retry_after_header(wait).encode()
@@ -138,11 +137,18 @@ class HandshakeGate:
         return await self.authenticate(token, ip, source)
 
     async def authenticate(self, token: str, ip: str, source: str) -> AccessClaims:
-        """Claims of *token*, or Refusal(401) (logged without the token)."""
+        """Claims of *token*, or Refusal: 401 (logged without the token), or 429
+        when the user is over its own handshake rate (all its devices together)."""
         try:
             if len(token) > MAX_TOKEN_CHARS:
                 raise InvalidToken("invalid")
-            return await self._auth.authenticate(token)
+            claims = await self._auth.authenticate(token)
         except InvalidToken as exc:
             self.warn("ws.auth_failed", ip, reason=exc.reason, source=source)
             raise Refusal(401, "unauthorized") from None
+        wait = await self._limits.take(names.HANDSHAKE_USER, claims.user_id)
+        if wait is not None:
+            self.warn("ratelimit.handshake_user", claims.user_id, retry_after=round(wait, 3))
+            retry = retry_after_header(wait).encode()
+            raise Refusal(429, "rate_limited", ((b"Retry-After", retry),))
+        return claims

@@ -25,12 +25,20 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
 from ..crypto import AccessClaims, InvalidToken
-from ..limits import KeyedBuckets, RatePolicy
-from ..net import Admission, ConnectionSlots, Full, Ticket, Turnaway, serve_admitted
+from ..limits import names
+from ..net import (
+    Admission,
+    ConnectionSlots,
+    Full,
+    Ticket,
+    Turnaway,
+    serve_admitted,
+    source_of,
+)
 from ..services import Services
 from ._connection import Connection, ConnectionContext
 from ._frames import AuthFrame, FrameError, decode_frame
-from ._gate import HANDSHAKE_LIMIT, HandshakeGate, Refusal
+from ._gate import HandshakeGate, Refusal
 from ._internals import close_and_release, drop_rejected, serve_connection
 from ._pipeline import DeliveryPipeline
 from ._registry import ConnectionRegistry
@@ -82,7 +90,7 @@ class WsServer:
             metrics=services.metrics,
             log=services.log,
             wall_clock=services.wall_clock,
-            send_limits=KeyedBuckets(RatePolicy(config.send_rate_per_second, config.send_burst)),
+            limits=services.limits,
         )
 
     async def serve(
@@ -145,7 +153,7 @@ class WsServer:
             self.pipeline.close()  # the owner nursery now waits for the last commit
 
     def _shed_check(self, ip: str) -> float | None:
-        return self._services.limits.blocked_for(HANDSHAKE_LIMIT, ip)
+        return self._services.limits.blocked_for(names.HANDSHAKE, ip)
 
     def _on_turnaway(self, ip: str, turnaway: Turnaway) -> None:
         if turnaway.reason == "shed":
@@ -215,7 +223,12 @@ class WsServer:
                 frame = decode_frame(await ws.get_message())
                 if isinstance(frame, AuthFrame):
                     return await self.gate.authenticate(frame.token, ip, "auth_frame")
-            except (FrameError, Refusal, InvalidToken):
+            except Refusal as refusal:
+                if refusal.status == 429:  # a good token, but too many handshakes: later
+                    self._metrics.ws_handshakes.labels(refusal.outcome).inc()
+                    await close_and_release(ws, 1013, "too many handshakes; try later")
+                    return None
+            except (FrameError, InvalidToken):
                 pass
             except ConnectionClosed:
                 return None
@@ -239,4 +252,4 @@ class WsServer:
 
 def _ip(request: WebSocketRequest) -> str:
     remote = request.remote
-    return str(getattr(remote, "address", remote))
+    return source_of(str(getattr(remote, "address", remote)))

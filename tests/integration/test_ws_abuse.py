@@ -161,3 +161,42 @@ async def test_the_handshake_burst_never_exceeds_the_per_minute_limit(
                 nursery.start_soon(attempt)
     assert statuses.count(101) == 10
     assert statuses.count(429) == 30
+
+
+async def test_a_users_devices_share_one_send_rate(relay_with: RelayFactory) -> None:
+    """Past ws.send_burst_per_user, a second device of the same user is rate limited too."""
+    relay, http = await relay_with(
+        ws__send_burst=10, ws__send_rate_per_second=0.01,
+        ws__send_burst_per_user=15, ws__send_rate_per_user_per_second=0.01,
+    )
+    await register(http, "alice")
+    await register(http, "bob")
+    await login(http, "bob")
+    answers: list[str] = []
+    for device in ("phone", "laptop"):
+        grant = await login(http, "alice", device_name=device)
+        async with connect(relay, grant["access_token"]) as ws:
+            await ws.expect("ready")
+            for i in range(10):
+                await ws.send(type="send", id=f"{device}{i}", to="bob", body=i)
+                frame = await ws.recv()
+                answers.append(frame["type"] if frame["type"] != "error" else frame["code"])
+    assert answers == ["accepted"] * 15 + ["rate_limited"] * 5
+
+
+async def test_handshakes_per_user_are_limited_from_any_ip(relay_with: RelayFactory) -> None:
+    """ws.handshake_rate_per_user_per_minute holds however many IPs the user comes from."""
+    relay, http = await relay_with(ws__handshake_rate_per_user_per_minute=3)
+    await register(http, "alice")
+    grant = await login(http, "alice")
+    for _ in range(3):
+        async with connect(relay, grant["access_token"]) as ws:
+            await ws.expect("ready")
+    stream = await trio.open_tcp_stream("127.0.0.1", relay.bound.ws_port, local_address="127.0.0.9")
+    token = grant["access_token"].encode()
+    await stream.send_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Authorization: Bearer " + token + b"\r\n\r\n"
+    )
+    assert (await read_all(stream)).startswith(b"HTTP/1.1 429 ")

@@ -142,7 +142,8 @@ async def test_handler_error_closes_only_that_connection_with_1011(
 async def test_slow_consumer_is_closed_1013_and_loses_nothing(relay_with: RelayFactory) -> None:
     """A device that stops reading is cut off with 1013; all its messages stay stored."""
     relay, http = await relay_with(
-        ws__outbound_queue=4, ws__send_burst=10_000, ws__send_rate_per_second=10_000.0
+        ws__outbound_queue=4, ws__send_burst=10_000, ws__send_rate_per_second=10_000.0,
+        ws__send_burst_per_user=10_000, ws__send_rate_per_user_per_second=10_000.0,
     )
     alice, bob = await alice_and_bob(http)
     body = "x" * 60_000
@@ -436,7 +437,8 @@ async def test_peer_vanishing_mid_write_is_not_an_internal_error(
 async def test_a_long_replay_does_not_overflow_a_reading_client(relay_with: RelayFactory) -> None:
     """600 queued messages, a queue of 8, the client sending meanwhile: all arrive, in order."""
     relay, http = await relay_with(
-        ws__outbound_queue=8, ws__send_burst=10_000, ws__send_rate_per_second=10_000.0
+        ws__outbound_queue=8, ws__send_burst=10_000, ws__send_rate_per_second=10_000.0,
+        ws__send_burst_per_user=10_000, ws__send_rate_per_user_per_second=10_000.0,
     )
     alice, bob = await alice_and_bob(http)
     async with connect(relay, alice["access_token"]) as a:

@@ -142,7 +142,12 @@ async def test_resending_the_same_id_never_duplicates(relay: Relay, pair: Any) -
 
 async def test_fifo_order_over_hundreds_of_messages(relay_with: RelayFactory) -> None:
     """500 messages sent back to back arrive in the order sent, live and on replay."""
-    relay, http = await relay_with(ws__send_burst=1000, ws__send_rate_per_second=1000.0)
+    relay, http = await relay_with(
+        ws__send_burst=1000,
+        ws__send_rate_per_second=1000.0,
+        ws__send_burst_per_user=1000,
+        ws__send_rate_per_user_per_second=1000.0,
+    )
     alice, bob = await alice_and_bob(http)
     count = 500
     async with connect(relay, alice["access_token"]) as a, connect(relay, bob["access_token"]) as b:

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from relay.limits import Limits, LockoutPolicy, MemoryLimits, RatePolicy
+from relay.limits import Limits, LockoutPolicy, MemoryLimits, Policies, RatePolicy, bounded_key
 
 MINUTE = 60.0
 LOCKOUT = LockoutPolicy(threshold=5, window=15 * MINUTE, duration=15 * MINUTE)
@@ -20,13 +20,15 @@ LOCKOUT = LockoutPolicy(threshold=5, window=15 * MINUTE, duration=15 * MINUTE)
 
 def make_limits() -> MemoryLimits:
     return MemoryLimits(
-        {"handshake": RatePolicy.per_minute(120), "login": RatePolicy.per_minute(60)},
-        LOCKOUT,
+        Policies(
+            rates={"handshake": RatePolicy.per_minute(120), "login": RatePolicy.per_minute(60)},
+            lockouts={"login": LOCKOUT},
+        )
     )
 
 
 async def fail(limits: Limits, key: str, times: int) -> list[float | None]:
-    return [await limits.record_failure(key) for _ in range(times)]
+    return [await limits.record_failure("login", key) for _ in range(times)]
 
 
 def test_memory_limits_implements_the_limits_port() -> None:
@@ -116,13 +118,14 @@ async def test_unknown_limit_raises_key_error(autojump_clock: trio.testing.MockC
 def test_unusable_policy_fails_at_construction() -> None:
     """A zero rate is refused when MemoryLimits is built, not on first use."""
     with pytest.raises(ValueError, match="rate"):
-        MemoryLimits({"bad": RatePolicy(rate=0.0, burst=1.0)}, LOCKOUT)
+        MemoryLimits(Policies(rates={"bad": RatePolicy(rate=0.0, burst=1.0)}))
 
 
 async def test_injected_clock_is_used() -> None:
     """Times come from the clock given at construction."""
     now = [1_000.0]
-    limits = MemoryLimits({"x": RatePolicy(rate=1.0, burst=1.0)}, LOCKOUT, clock=lambda: now[0])
+    policies = Policies(rates={"x": RatePolicy(rate=1.0, burst=1.0)})
+    limits = MemoryLimits(policies, clock=lambda: now[0])
     assert await limits.take("x", "k") is None
     assert await limits.take("x", "k") == 1.0
     now[0] += 1.0
@@ -138,11 +141,11 @@ async def test_five_failures_in_15_minutes_lock_for_15_minutes(
     """The fifth failure within the window locks the key for the duration."""
     limits = make_limits()
     for _ in range(4):
-        assert await limits.record_failure("alice") is None
+        assert await limits.record_failure("login", "alice") is None
         await trio.sleep(3 * MINUTE)
-    assert await limits.locked_for("alice") is None
-    assert await limits.record_failure("alice") == 15 * MINUTE
-    assert await limits.locked_for("alice") == 15 * MINUTE
+    assert await limits.locked_for("login", "alice") is None
+    assert await limits.record_failure("login", "alice") == 15 * MINUTE
+    assert await limits.locked_for("login", "alice") == 15 * MINUTE
 
 
 async def test_four_failures_plus_one_15_minutes_old_do_not_lock(
@@ -150,14 +153,14 @@ async def test_four_failures_plus_one_15_minutes_old_do_not_lock(
 ) -> None:
     """A failure exactly 15 minutes old has left the window."""
     limits = make_limits()
-    await limits.record_failure("alice")  # t = 0
+    await limits.record_failure("login", "alice")  # t = 0
     for _ in range(3):
         await trio.sleep(MINUTE)
-        await limits.record_failure("alice")  # t = 1, 2, 3 min
+        await limits.record_failure("login", "alice")  # t = 1, 2, 3 min
     await trio.sleep(12 * MINUTE)
     assert trio.current_time() == 15 * MINUTE
-    assert await limits.record_failure("alice") is None
-    assert await limits.locked_for("alice") is None
+    assert await limits.record_failure("login", "alice") is None
+    assert await limits.locked_for("login", "alice") is None
 
 
 async def test_lock_expires_exactly_at_its_duration(
@@ -167,9 +170,9 @@ async def test_lock_expires_exactly_at_its_duration(
     limits = make_limits()
     await fail(limits, "alice", 5)
     await trio.sleep(15 * MINUTE - 0.5)
-    assert await limits.locked_for("alice") == 0.5
+    assert await limits.locked_for("login", "alice") == 0.5
     await trio.sleep(0.5)
-    assert await limits.locked_for("alice") is None
+    assert await limits.locked_for("login", "alice") is None
 
 
 async def test_failures_while_locked_do_not_extend_the_lock(
@@ -180,16 +183,16 @@ async def test_failures_while_locked_do_not_extend_the_lock(
     await fail(limits, "alice", 5)
     await trio.sleep(10 * MINUTE)
     assert await fail(limits, "alice", 5) == [None] * 5
-    assert await limits.locked_for("alice") == 5 * MINUTE
+    assert await limits.locked_for("login", "alice") == 5 * MINUTE
 
 
 async def test_clear_failures_resets_the_count(autojump_clock: trio.testing.MockClock) -> None:
     """After clear_failures, it takes five new failures to lock."""
     limits = make_limits()
     await fail(limits, "alice", 4)
-    await limits.clear_failures("alice")
+    await limits.clear_failures("login", "alice")
     assert await fail(limits, "alice", 4) == [None] * 4
-    assert await limits.record_failure("alice") == 15 * MINUTE
+    assert await limits.record_failure("login", "alice") == 15 * MINUTE
 
 
 async def test_clear_failures_does_not_lift_an_active_lock(
@@ -198,8 +201,8 @@ async def test_clear_failures_does_not_lift_an_active_lock(
     """A success racing a lock does not end the lock."""
     limits = make_limits()
     await fail(limits, "alice", 5)
-    await limits.clear_failures("alice")
-    assert await limits.locked_for("alice") == 15 * MINUTE
+    await limits.clear_failures("login", "alice")
+    assert await limits.locked_for("login", "alice") == 15 * MINUTE
 
 
 async def test_unknown_key_behaves_like_a_known_one(
@@ -208,11 +211,11 @@ async def test_unknown_key_behaves_like_a_known_one(
     """A fresh key and one whose history has expired lock on the same failure."""
     limits = make_limits()
     await fail(limits, "known", 5)
-    await limits.clear_failures("known")
+    await limits.clear_failures("login", "known")
     await trio.sleep(15 * MINUTE)
-    await limits.clear_failures("never-seen")
+    await limits.clear_failures("login", "never-seen")
     for key in ("known", "never-seen"):
-        assert await limits.locked_for(key) is None
+        assert await limits.locked_for("login", key) is None
         assert await fail(limits, key, 5) == [None] * 4 + [15 * MINUTE]
 
 
@@ -253,3 +256,11 @@ async def test_shorter_revocation_does_not_shorten_a_longer_one(
     await limits.revoke("s1", 1.0)
     await trio.sleep(60.0)
     assert await limits.is_revoked("s1")
+
+
+def test_long_keys_are_stored_as_a_fixed_size_digest() -> None:
+    """A key an outsider makes 4 KB long costs a 71-character digest, and stays distinct."""
+    long_a, long_b = "a" * 4096, "a" * 4095 + "b"
+    assert len(bounded_key(long_a)) == 71
+    assert bounded_key(long_a) != bounded_key(long_b)
+    assert bounded_key("10.0.0.1") == "10.0.0.1"

@@ -31,6 +31,7 @@ from relay.store import (
     SignedPrekey,
     Store,
     StoreError,
+    StoreUnavailable,
     User,
     UsernameTaken,
     open_sqlite_store,
@@ -1202,11 +1203,27 @@ async def test_sqlite_refuses_an_unknown_synchronous_level(tmp_path: Path) -> No
 
 
 async def test_sqlite_closed_store_refuses_calls(tmp_path: Path) -> None:
-    """After aclose, calls raise trio.ClosedResourceError."""
+    """After aclose, calls raise StoreUnavailable."""
     async with open_sqlite_store(str(tmp_path / "relay.db")) as store:
         await store.aclose()
-        with pytest.raises(trio.ClosedResourceError):
+        with pytest.raises(StoreUnavailable):
             await store.ping()
+
+
+async def test_sqlite_write_locked_by_another_process_is_unavailable(tmp_path: Path) -> None:
+    """A write that waits past busy_timeout for another's lock fails whole, as StoreUnavailable."""
+    path = str(tmp_path / "relay.db")
+    async with open_sqlite_store(path, busy_timeout=0.05) as store:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreUnavailable, match="locked"):
+                await new_user(store)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await store.get_user_by_name("alice") is None
+        assert (await new_user(store)).username == "alice"
 
 
 async def test_sqlite_closes_even_when_the_body_is_cancelled(tmp_path: Path) -> None:
