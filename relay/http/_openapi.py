@@ -69,7 +69,7 @@ def _error(description: str, *codes: str, headers: Json | None = None) -> Json:
     }
 
 
-def _too_many(description: str, *codes: str) -> Json:
+def _retry_later(description: str, *codes: str) -> Json:
     retry_after = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
     return _error(description, *codes, headers=retry_after)
 
@@ -124,7 +124,16 @@ def _path_param(name: str, description: str, schema: Json | None = None) -> Json
     }
 
 
-def _operation(summary: str, responses: Json, **more: Any) -> Json:
+def _operation(summary: str, responses: Json, *, uses_store: bool = True, **more: Any) -> Json:
+    """An operation; one that *uses_store* may also answer 503 ``store_unavailable``."""
+    if uses_store:
+        responses = {
+            **responses,
+            "503": _retry_later(
+                "The store is unavailable (locked, full or closed); nothing was changed.",
+                "store_unavailable",
+            ),
+        }
     return {
         "summary": summary,
         "parameters": [{"$ref": "#/components/parameters/X-Request-ID"}],
@@ -169,7 +178,7 @@ def _accounts() -> Json:
                     "registration_closed",
                 ),
                 "409": _error("The username is taken.", "username_taken"),
-                "429": _too_many("Over the per-IP registration limit.", "rate_limited"),
+                "429": _retry_later("Over the per-IP registration limit.", "rate_limited"),
             },
             requestBody=_body(_ref("Credentials"), "The new account's username and password."),
         )
@@ -191,7 +200,7 @@ def _login() -> Json:
                 "409": _error(
                     "The account has `auth.max_devices_per_user` devices.", "too_many_devices"
                 ),
-                "429": _too_many(
+                "429": _retry_later(
                     "Over the per-IP login limit, or the username is locked out.",
                     "rate_limited",
                     "locked_out",
@@ -346,7 +355,7 @@ def _keys_of_user() -> Json:
                 {
                     "200": _ok("One bundle per device that uploaded keys.", _ref("Bundles")),
                     "404": _error("No such user, or no keys.", "user_not_found", "no_keys"),
-                    "429": _too_many(*_FETCH_LIMITED),
+                    "429": _retry_later(*_FETCH_LIMITED),
                 },
                 parameters=[{"$ref": "#/components/parameters/X-Request-ID"}, username],
             )
@@ -367,7 +376,7 @@ def _keys_of_device() -> Json:
                         "device_not_found",
                         "no_keys",
                     ),
-                    "429": _too_many(*_FETCH_LIMITED),
+                    "429": _retry_later(*_FETCH_LIMITED),
                 },
                 parameters=[
                     {"$ref": "#/components/parameters/X-Request-ID"},
@@ -381,7 +390,9 @@ def _keys_of_device() -> Json:
 
 def _healthz() -> Json:
     health = {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}
-    return {"get": _operation("Liveness", {"200": _ok("The process serves.", health)})}
+    return {
+        "get": _operation("Liveness", {"200": _ok("The process serves.", health)}, uses_store=False)
+    }
 
 
 def _readyz() -> Json:
@@ -398,6 +409,7 @@ def _readyz() -> Json:
                 "200": _ok("Ready.", ready),
                 "503": _ok("Not ready; names the part that did not answer.", ready),
             },
+            uses_store=False,
         )
     }
 
@@ -408,6 +420,7 @@ def _metrics() -> Json:
         "get": _operation(
             "Prometheus metrics",
             {"200": {**_ok("The Prometheus text format."), "content": text}},
+            uses_store=False,
         )
     }
 
