@@ -124,6 +124,14 @@ class LockoutMachine(RuleBasedStateMachine):
         self.model.clear(key)
         assert self.live() <= self.held()
 
+    @rule(key=keys)
+    def operator_unlocks(self, key: str) -> None:
+        had_state = key in self.lockout
+        assert self.lockout.unlock(key) == had_state
+        self.model.keys.pop(key, None)
+        assert key not in self.lockout
+        assert self.lockout.locked_for(key, self.now) is None
+
     @rule()
     def sweep(self) -> None:
         self.lockout.sweep(self.now)
