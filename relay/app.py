@@ -87,10 +87,11 @@ async def open_services(
             concurrency=config.auth.hash_concurrency,
         )
         tokens = TokenService(config.auth.jwt_secret, config.auth.access_token_ttl, wall_clock)
-        auth = AuthService(config.auth, store, limits, hasher, tokens, metrics, log, wall_clock)
-        await auth.restore_revocations()
         bus = make_bus(config)
-        auth.on_revoked(bus.publish_revocation)
+        auth = AuthService(
+            config.auth, store, limits, bus, hasher, tokens, metrics, log, wall_clock
+        )
+        await auth.restore_revocations()
         yield Services(
             config=config,
             store=store,
@@ -117,20 +118,27 @@ async def serve_services(
     Supports ``nursery.start()``: reports the bound ports once every server
     listens. Returns when every server has drained.
     """
-    async with trio.open_nursery() as nursery:
-        http_port = await nursery.start(
-            lambda task_status: serve_http(
-                services, shutdown_trigger=shutdown_trigger, task_status=task_status
+    ws = WsServer(services)
+    # The one place events reach this process's sockets: whatever is
+    # published (a stored message, a revocation, a notice) goes to them.
+    services.bus.attach(ws.registry)
+    try:
+        async with trio.open_nursery() as nursery:
+            http_port = await nursery.start(
+                lambda task_status: serve_http(
+                    services, shutdown_trigger=shutdown_trigger, task_status=task_status
+                )
             )
-        )
-        ws_port = await nursery.start(
-            lambda task_status: WsServer(services).serve(
-                shutdown_trigger=shutdown_trigger, task_status=task_status
+            ws_port = await nursery.start(
+                lambda task_status: ws.serve(
+                    shutdown_trigger=shutdown_trigger, task_status=task_status
+                )
             )
-        )
-        nursery.start_soon(_sweep_expired, services, shutdown_trigger)
-        services.log.info("relay.listening", http_port=http_port, ws_port=ws_port)
-        task_status.started(Bound(http_port=http_port, ws_port=ws_port))
+            nursery.start_soon(_sweep_expired, services, shutdown_trigger)
+            services.log.info("relay.listening", http_port=http_port, ws_port=ws_port)
+            task_status.started(Bound(http_port=http_port, ws_port=ws_port))
+    finally:
+        services.bus.attach(None)
 
 
 SWEEP_INTERVAL = 60.0

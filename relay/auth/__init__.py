@@ -6,6 +6,5 @@ from ._origin import origin_allowed as origin_allowed
 from ._service import AuthError as AuthError
 from ._service import AuthService as AuthService
 from ._service import Grant as Grant
-from ._service import RevocationListener as RevocationListener
 from ._service import check_password_length as check_password_length
 from ._service import normalise_username as normalise_username

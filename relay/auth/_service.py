@@ -7,11 +7,12 @@ talks to the Store and Limits ports and never to a socket.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
+from ..bus import Bus, SessionRevoked
 from ..config import AuthConfig
 from ..crypto import (
     MAX_PASSWORD_CHARS,
@@ -31,9 +32,6 @@ from ._login_guard import LoginGuard
 USERNAME = re.compile(r"[a-z0-9_.\-]{3,32}")
 # Names that collide with API paths (GET /api/keys/count vs /api/keys/{username}).
 RESERVED_USERNAMES = frozenset({"count"})
-
-RevocationListener = Callable[[str, str], Awaitable[None]]
-"""Called with (session id, reason) after a session is revoked."""
 
 
 class AuthError(Exception):
@@ -98,6 +96,7 @@ class AuthService:
         config: AuthConfig,
         store: Store,
         limits: Limits,
+        bus: Bus,
         hasher: PasswordHasher,
         tokens: TokenService,
         metrics: Metrics,
@@ -107,18 +106,14 @@ class AuthService:
         self._config = config
         self._store = store
         self._limits = limits
+        self._bus = bus
         self._hasher = hasher
         self._tokens = tokens
         self._metrics = metrics
         self._log = log
         self._clock = wall_clock
-        self._listeners: list[RevocationListener] = []
         self._sampler = LogSampler()  # one ratelimit.login line per IP per 10 s
         self._guard = LoginGuard(limits)
-
-    def on_revoked(self, listener: RevocationListener) -> None:
-        """Call *listener* after every revocation (to close live sockets)."""
-        self._listeners.append(listener)
 
     async def restore_revocations(self) -> int:
         """Reload sessions revoked within one access-token lifetime.
@@ -318,5 +313,5 @@ class AuthService:
         await self._limits.revoke(session_id, self._tokens.access_ttl)
         self._metrics.sessions_revoked.labels(reason).inc()
         self._log.warning("session.revoked", session_id=session_id, reason=reason)
-        for listener in self._listeners:
-            await listener(session_id, reason)
+        # Whichever process holds the session's sockets closes them (4003).
+        await self._bus.publish(SessionRevoked(session_id, reason))

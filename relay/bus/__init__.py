@@ -1,7 +1,11 @@
-"""Bus port (route events to the process holding a device) and its adapters."""
+"""Bus port (route events to the process holding a device), its events and adapters."""
 
 from __future__ import annotations
 
+from ._events import Event as Event
+from ._events import MessageQueued as MessageQueued
+from ._events import PrekeysLow as PrekeysLow
+from ._events import SessionRevoked as SessionRevoked
 from ._local import LocalBus as LocalBus
 from ._port import Bus as Bus
 from ._port import Sink as Sink

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+from ._events import Event
 from ._port import Sink
 
 
@@ -20,19 +19,9 @@ class LocalBus:
     def attach(self, sink: Sink | None) -> None:
         self._sink = sink
 
-    async def publish_message(
-        self, device_ids: Sequence[str], seq: int, frame: str, received_at: float
-    ) -> None:
+    async def publish(self, event: Event) -> None:
         if self._sink is not None:
-            self._sink.deliver(device_ids, seq, frame, received_at)
-
-    async def publish_revocation(self, session_id: str, reason: str) -> None:
-        if self._sink is not None:
-            self._sink.revoke(session_id, reason)
-
-    async def publish_notice(self, device_id: str, frame: str) -> None:
-        if self._sink is not None:
-            self._sink.notify(device_id, frame)
+            self._sink.handle(event)
 
     async def ping(self) -> None:
         return None

@@ -9,12 +9,12 @@ from __future__ import annotations
 from quart import Quart, request
 from quart_trio.wrappers.response import TrioResponse as Response
 
+from ..bus import PrekeysLow
 from ..crypto import BadKey, bundle_dict, parse_key_upload
 from ..keys import low_on_prekeys, target_key
 from ..limits import names
 from ..services import Services
 from ..store import Bundle, KeyIdReused
-from ..ws import prekeys_low_frame
 from ._auth_routes import bearer_claims, requires_auth
 from ._errors import ApiError, json_response
 
@@ -142,6 +142,6 @@ async def _notify_low(services: Services, bundles: list[Bundle]) -> None:
         if not low_on_prekeys(bundle, services.config.keys.low_water):
             continue
         try:
-            await services.bus.publish_notice(bundle.device_id, prekeys_low_frame(bundle.remaining))
+            await services.bus.publish(PrekeysLow(bundle.device_id, bundle.remaining))
         except Exception:
             services.log.warning("keys.notice_failed", device_id=bundle.device_id, exc_info=True)

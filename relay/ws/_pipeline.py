@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from ..bus import Bus
+from ..bus import Bus, MessageQueued
 from ..config import Config
 from ..obs import Logger, Metrics
 from ..store import Enqueued, NewMessage, QueueFull, Store
-from ._frames import SendFrame, accepted_frame, error_frame, message_frame
+from ._frames import SendFrame, accepted_frame, error_frame
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -194,15 +194,17 @@ class DeliveryPipeline:
         send.sender.answer(accepted_frame(send.frame.id, result.message_id))
         if result.duplicate:
             return  # already routed when first accepted; replay covers the rest
-        frame = message_frame(
-            result.message_id,
-            message.sender_username,
-            message.sender_device_id,
-            bytes(send.frame.body),
-            message.sent_at,
-        )
-        await self._bus.publish_message(
-            result.target_device_ids, result.seq, frame, send.received_at
+        await self._bus.publish(
+            MessageQueued(
+                device_ids=result.target_device_ids,
+                seq=result.seq,
+                message_id=result.message_id,
+                sender=message.sender_username,
+                sender_device=message.sender_device_id,
+                body=send.frame.body,
+                sent_at=message.sent_at,
+                received_at=send.received_at,
+            )
         )
 
 

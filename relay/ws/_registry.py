@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..bus import Event, MessageQueued, PrekeysLow, SessionRevoked
 from ..net import ConnectionSlots, Full
 from ..obs import Metrics
+from ._frames import message_frame, prekeys_low_frame
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -74,18 +75,28 @@ class ConnectionRegistry:
         self._metrics.ws_connections.set(len(self._all))
 
     # -- Bus sink -------------------------------------------------------
-    def deliver(self, device_ids: Sequence[str], seq: int, frame: str, received_at: float) -> None:
-        for device_id in device_ids:
+    def handle(self, event: Event) -> None:
+        """Turn a bus event into frames for the connections held here; never blocks."""
+        if isinstance(event, MessageQueued):
+            self._deliver(event)
+        elif isinstance(event, SessionRevoked):
+            for conn in tuple(self._by_session.get(event.session_id, ())):
+                conn.close(4003, "session revoked")
+        elif isinstance(event, PrekeysLow):
+            frame = prekeys_low_frame(event.count)
+            for conn in tuple(self._by_device.get(event.device_id, ())):
+                conn.push(frame)
+
+    def _deliver(self, event: MessageQueued) -> None:
+        frame: str | None = None  # encoded once, and only if a target is online here
+        for device_id in event.device_ids:
             for conn in tuple(self._by_device.get(device_id, ())):
-                conn.push_message(seq, frame, received_at)
-
-    def revoke(self, session_id: str, reason: str) -> None:
-        for conn in tuple(self._by_session.get(session_id, ())):
-            conn.close(4003, "session revoked")
-
-    def notify(self, device_id: str, frame: str) -> None:
-        for conn in tuple(self._by_device.get(device_id, ())):
-            conn.push(frame)
+                if frame is None:
+                    frame = message_frame(
+                        event.message_id, event.sender, event.sender_device, event.body,
+                        event.sent_at,
+                    )
+                conn.push_message(event.seq, frame, event.received_at)
 
     def close_all(self, code: int, reason: str) -> None:
         for conn in tuple(self._all):

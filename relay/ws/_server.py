@@ -108,7 +108,6 @@ class WsServer:
         admission = Admission(
             [(self._services.sockets, 1.0), (self.pending, 1.0)], shed=self._shed_check
         )
-        self._services.bus.attach(self.registry)
         async with trio.open_nursery() as owner:
             await owner.start(self.pipeline.run)
             async with trio.open_nursery() as handlers:
@@ -149,7 +148,6 @@ class WsServer:
                     await listener.aclose()
                 self.registry.close_all(1001, "server shutting down")
                 handlers.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
-            self._services.bus.attach(None)
             self.pipeline.close()  # the owner nursery now waits for the last commit
 
     def _shed_check(self, ip: str) -> float | None:

@@ -129,6 +129,7 @@ async def test_a_frozen_client_is_cut_off_and_others_are_unharmed(
         ws__send_rate_per_second=10_000.0,
         ws__send_burst_per_user=10_000,
         ws__send_rate_per_user_per_second=10_000.0,
+        queue__max_per_sender=100_000,
     )
     alice, bob = await alice_and_bob(http)
     await register(http, "carol")

@@ -144,6 +144,7 @@ async def test_slow_consumer_is_closed_1013_and_loses_nothing(relay_with: RelayF
     relay, http = await relay_with(
         ws__outbound_queue=4, ws__send_burst=10_000, ws__send_rate_per_second=10_000.0,
         ws__send_burst_per_user=10_000, ws__send_rate_per_user_per_second=10_000.0,
+        queue__max_per_sender=10_000,  # loopback buffers here hold ~850 of these messages
     )
     alice, bob = await alice_and_bob(http)
     body = "x" * 60_000

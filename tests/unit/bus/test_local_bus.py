@@ -2,45 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import msgspec
 
-from relay.bus import LocalBus
+from relay.bus import Event, LocalBus, MessageQueued, PrekeysLow, SessionRevoked
+
+MESSAGE = MessageQueued(
+    device_ids=("d1", "d2"),
+    seq=7,
+    message_id="m1",
+    sender="alice",
+    sender_device="a1",
+    body=msgspec.Raw(b'"hi"'),
+    sent_at=1.0,
+)
 
 
 class RecordingSink:
     def __init__(self) -> None:
-        self.events: list[tuple[object, ...]] = []
+        self.events: list[Event] = []
 
-    def deliver(self, device_ids: Sequence[str], seq: int, frame: str, received_at: float) -> None:
-        self.events.append(("deliver", tuple(device_ids), seq, frame))
-
-    def revoke(self, session_id: str, reason: str) -> None:
-        self.events.append(("revoke", session_id, reason))
-
-    def notify(self, device_id: str, frame: str) -> None:
-        self.events.append(("notify", device_id, frame))
+    def handle(self, event: Event) -> None:
+        self.events.append(event)
 
 
 async def test_events_reach_the_attached_sink() -> None:
     """Messages, revocations and notices are delivered to the sink as published."""
     bus, sink = LocalBus(), RecordingSink()
     bus.attach(sink)
-    await bus.publish_message(["d1", "d2"], 7, "frame", 0.0)
-    await bus.publish_revocation("s1", "logout")
-    await bus.publish_notice("d1", "low")
-    assert sink.events == [
-        ("deliver", ("d1", "d2"), 7, "frame"),
-        ("revoke", "s1", "logout"),
-        ("notify", "d1", "low"),
-    ]
+    events = [MESSAGE, SessionRevoked("s1", "logout"), PrekeysLow("d1", 3)]
+    for event in events:
+        await bus.publish(event)
+    assert sink.events == events
 
 
 async def test_without_a_sink_publishing_is_a_no_op() -> None:
     """Before attach and after detach nothing is delivered and nothing fails."""
     bus, sink = LocalBus(), RecordingSink()
-    await bus.publish_message(["d1"], 1, "early", 0.0)
+    await bus.publish(MESSAGE)
     bus.attach(sink)
     bus.attach(None)
-    await bus.publish_revocation("s1", "logout")
+    await bus.publish(SessionRevoked("s1", "logout"))
     await bus.ping()
     assert sink.events == []
+
+
+def test_events_round_trip_as_json_for_a_shared_bus() -> None:
+    """Every event encodes to JSON and decodes to an equal event (its tag says which)."""
+    decoder = msgspec.json.Decoder(Event)
+    for event in (MESSAGE, SessionRevoked("s1", "logout"), PrekeysLow("d1", 3)):
+        assert decoder.decode(msgspec.json.encode(event)) == event
