@@ -201,12 +201,13 @@ def target(tmp_path_factory: pytest.TempPathFactory, tally: Tally) -> Iterator[T
 
 @pytest.fixture(scope="module")
 def ws_target(tmp_path_factory: pytest.TempPathFactory, tally: Tally) -> Iterator[Target]:
-    """As :func:`target`, but any number of WebSocket handshakes per minute (two per example)."""
+    """As :func:`target`, but any number of WebSocket handshakes (two per example)."""
     unlimited = str(10**9)
     with serving(
         tmp_path_factory.mktemp("fuzz-ws"),
         tally,
         RELAY_WS_HANDSHAKE_RATE_PER_MINUTE=unlimited,
         RELAY_WS_HANDSHAKE_BURST=unlimited,
+        RELAY_WS_HANDSHAKE_RATE_PER_USER_PER_MINUTE=unlimited,
     ) as running:
         yield running
