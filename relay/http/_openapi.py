@@ -3,8 +3,8 @@
 To document a new endpoint, add one entry to :func:`_paths` (a path item: its
 methods, parameters, body and answers, built with the helpers below).
 ``tests/integration/test_openapi.py`` fails while a route of the app is missing
-here or a documented one is missing in the app, and the schemathesis run there
-checks every answer against this document.
+here or a documented one is missing in the app, and the schemathesis run in
+``tests/fuzz/`` checks every answer of a live relay against this document.
 
 The request schemas say what the code refuses: the msgspec structs the routes
 decode with give their own schemas, and the rules the services add on top
