@@ -15,6 +15,7 @@ from .bus import Bus, LocalBus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
 from .http import serve_http
+from .keys import KeyService
 from .limits import MemoryLimits, policies
 from .net import ConnectionSlots
 from .obs import Metrics, get_logger
@@ -92,6 +93,7 @@ async def open_services(
             config.auth, store, limits, bus, hasher, tokens, metrics, log, wall_clock
         )
         await auth.restore_revocations()
+        keys = KeyService(config.keys, store, limits, bus, metrics, log, wall_clock)
         yield Services(
             config=config,
             store=store,
@@ -99,6 +101,7 @@ async def open_services(
             hasher=hasher,
             tokens=tokens,
             auth=auth,
+            keys=keys,
             bus=bus,
             metrics=metrics,
             log=log,

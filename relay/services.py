@@ -9,6 +9,7 @@ from .auth import AuthService
 from .bus import Bus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
+from .keys import KeyService
 from .limits import Limits
 from .net import ConnectionSlots
 from .obs import Logger, Metrics
@@ -25,6 +26,7 @@ class Services:
     hasher: PasswordHasher
     tokens: TokenService
     auth: AuthService
+    keys: KeyService
     bus: Bus
     metrics: Metrics
     log: Logger

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
+from ..crypto import KeyUpload
 from . import _sqlite_accounts as accounts
 from . import _sqlite_keys as keys
 from . import _sqlite_messages as queue
@@ -24,7 +25,6 @@ from ._port import (
     Bundle,
     Device,
     Enqueued,
-    KeyUpload,
     NewMessage,
     PrekeyStatus,
     PutKeysResult,

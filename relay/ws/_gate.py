@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 import trio
 
-from ..auth import AuthService, origin_allowed
+from ..auth import AuthService, bearer_token, origin_allowed
 from ..config import WsConfig
 from ..crypto import AccessClaims, InvalidToken
 from ..limits import Limits, names, retry_after_header
@@ -67,11 +67,9 @@ def token_from(
     ``Authorization`` with a scheme other than Bearer counts as no token;
     the query form is ``access_token=<jwt>`` (for browsers).
     """
-    auth = header(headers, b"authorization")
-    if auth is not None:
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip(), "bearer"
+    token = bearer_token(header(headers, b"authorization"))
+    if token is not None:
+        return token, "bearer"
     values = query.get("access_token")
     if values and values[0]:
         return values[0], "query"
