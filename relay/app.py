@@ -106,6 +106,7 @@ async def open_services(
             metrics=metrics,
             log=log,
             wall_clock=wall_clock,
+            clock=limits_clock,
             sockets=ConnectionSlots(total=socket_budget(config)),
         )
 

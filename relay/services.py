@@ -30,5 +30,6 @@ class Services:
     bus: Bus
     metrics: Metrics
     log: Logger
-    wall_clock: Callable[[], float]
+    wall_clock: Callable[[], float]  # Unix time: token and session expiry, stored times
+    clock: Callable[[], float]  # monotonic (Trio's): rates, timeouts, heartbeats
     sockets: ConnectionSlots  # the process's socket budget, shared by both servers

@@ -419,8 +419,12 @@ async def test_peer_vanishing_mid_write_is_not_an_internal_error(
 
     alice, bob = pair
 
+    original = connection_module.send_frames
+
     async def vanished(ws: Any, frames: Any) -> None:
-        raise ConnectionClosed(None)
+        if any(isinstance(f, str) and '"type":"message"' in f for f in frames):
+            raise ConnectionClosed(None)  # bob's socket dies as his message is written
+        await original(ws, frames)
 
     async with connect(relay, bob["access_token"]) as b:
         await b.expect("ready")
