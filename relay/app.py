@@ -90,7 +90,7 @@ async def open_services(
         tokens = TokenService(config.auth.jwt_secret, config.auth.access_token_ttl, wall_clock)
         bus = make_bus(config)
         auth = AuthService(
-            config.auth, store, limits, bus, hasher, tokens, metrics, log, wall_clock
+            config.auth, store, limits, bus, hasher, tokens, metrics, log, wall_clock, limits_clock
         )
         await auth.restore_revocations()
         keys = KeyService(config.keys, store, limits, bus, metrics, log, wall_clock)

@@ -10,8 +10,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import trio
-
 from ..bus import Bus, SessionRevoked
 from ..config import AuthConfig
 from ..crypto import (
@@ -93,6 +91,7 @@ class AuthService:
         metrics: Metrics,
         log: Logger,
         wall_clock: Callable[[], float],
+        clock: Callable[[], float],
     ) -> None:
         self._config = config
         self._store = store
@@ -103,7 +102,7 @@ class AuthService:
         self._metrics = metrics
         self._log = log
         self._clock = wall_clock
-        self._sampler = LogSampler()  # one ratelimit.login line per IP per 10 s
+        self._sampler = LogSampler(clock)  # one ratelimit.login line per IP per 10 s
         self._guard = LoginGuard(limits)
 
     async def restore_revocations(self) -> int:
@@ -134,7 +133,7 @@ class AuthService:
             if wait is not None:
                 self._metrics.ratelimit_hits.labels("register").inc()
                 self._sampler.warn(
-                    self._log, "ratelimit.register", ip, trio.current_time(),
+                    self._log, "ratelimit.register", ip,
                     retry_after=round(wait, 3),
                 )
                 raise TooMany(
@@ -171,7 +170,7 @@ class AuthService:
             self._metrics.ratelimit_hits.labels("login").inc()
             self._metrics.logins.labels("rate_limited").inc()
             self._sampler.warn(
-                self._log, "ratelimit.login", ip, trio.current_time(), retry_after=round(wait, 3)
+                self._log, "ratelimit.login", ip, retry_after=round(wait, 3)
             )
             raise TooMany("rate_limited", "too many login attempts", retry_after=wait)
         if not USERNAME.fullmatch(name):
@@ -185,7 +184,7 @@ class AuthService:
             self._metrics.ratelimit_hits.labels("lockout").inc()
             self._metrics.logins.labels("locked_out").inc()
             self._sampler.warn(
-                self._log, "auth.locked_out", f"{name}|{ip}", trio.current_time(),
+                self._log, "auth.locked_out", f"{name}|{ip}",
                 username=name, reason=verdict.reason,
             )
             raise TooMany(

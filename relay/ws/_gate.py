@@ -8,10 +8,8 @@ values; :class:`HandshakeGate` adds the limiter and the token check.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import parse_qs
-
-import trio
 
 from ..auth import AuthService, bearer_token, origin_allowed
 from ..config import WsConfig
@@ -90,18 +88,19 @@ class HandshakeGate:
         auth: AuthService,
         metrics: Metrics,
         log: Logger,
+        clock: Callable[[], float],
     ) -> None:
         self._config = config
         self._limits = limits
         self._auth = auth
         self._metrics = metrics
         self._log = log
-        self._sampler = LogSampler()
+        self._sampler = LogSampler(clock)
         self.shutting_down = False
 
     def warn(self, event: str, ip: str, **fields: object) -> None:
         """Log a refusal, at most once per event and IP every 10 s (with a count)."""
-        self._sampler.warn(self._log, event, ip, trio.current_time(), **fields)
+        self._sampler.warn(self._log, event, ip, **fields)
 
     async def check(
         self,

@@ -69,7 +69,7 @@ class WsServer:
             total=config.max_pending, per_source=config.max_pending_per_ip
         )
         self.gate = HandshakeGate(
-            config, services.limits, services.auth, services.metrics, services.log
+            config, services.limits, services.auth, services.metrics, services.log, services.clock
         )
         self.pipeline = DeliveryPipeline(
             services.config.queue,
