@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from ..bus import Bus, MessageQueued
-from ..config import QueueConfig
+from ..config import QueueConfig, StoreConfig
 from ..obs import Logger, Metrics
 from ..store import Enqueued, NewMessage, QueueFull, Store
 from ._frames import SendFrame, accepted_frame, error_frame
@@ -56,7 +56,7 @@ class DeliveryPipeline:
     def __init__(
         self,
         queue: QueueConfig,
-        batch_max: int,
+        store_config: StoreConfig,
         store: Store,
         bus: Bus,
         metrics: Metrics,
@@ -67,7 +67,7 @@ class DeliveryPipeline:
         self._ttl = queue.ttl
         self._max_per_device = queue.max_per_device
         self._max_per_sender = queue.max_per_sender
-        self._batch_max = batch_max
+        self._batch_max = store_config.batch_max
         self._store = store
         self._bus = bus
         self._metrics = metrics

@@ -6,6 +6,7 @@ from collections import defaultdict
 from typing import Protocol
 
 from ..bus import Event, MessageQueued, PrekeysLow, SessionRevoked
+from ..config import WsConfig
 from ..net import ConnectionSlots, Full
 from ..obs import Metrics
 from ._frames import message_frame, prekeys_low_frame
@@ -45,9 +46,11 @@ class ConnectionRegistry:
     connection's registration.
     """
 
-    def __init__(self, metrics: Metrics, *, max_total: int, max_per_user: int) -> None:
+    def __init__(self, metrics: Metrics, config: WsConfig) -> None:
         self._metrics = metrics
-        self._places = ConnectionSlots(total=max_total, per_source=max_per_user)
+        self._places = ConnectionSlots(
+            total=config.max_connections, per_source=config.max_connections_per_user
+        )
         self._by_device: dict[str, set[Peer]] = defaultdict(set)
         self._by_session: dict[str, set[Peer]] = defaultdict(set)
         self._all: set[Peer] = set()

@@ -60,11 +60,7 @@ class WsServer:
         self._config = config
         self._log = services.log
         self._metrics = services.metrics
-        self.registry = ConnectionRegistry(
-            services.metrics,
-            max_total=config.max_connections,
-            max_per_user=config.max_connections_per_user,
-        )
+        self.registry = ConnectionRegistry(services.metrics, config)
         self.pending = ConnectionSlots(
             total=config.max_pending, per_source=config.max_pending_per_ip
         )
@@ -73,7 +69,7 @@ class WsServer:
         )
         self.pipeline = DeliveryPipeline(
             services.config.queue,
-            services.config.store.batch_max,
+            services.config.store,
             services.store,
             services.bus,
             services.metrics,
