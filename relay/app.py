@@ -15,6 +15,7 @@ from .bus import Bus, LocalBus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
 from .http import serve_http
+from .keys import KeyService
 from .limits import MemoryLimits, policies
 from .net import ConnectionSlots
 from .obs import Metrics, get_logger
@@ -89,9 +90,10 @@ async def open_services(
         tokens = TokenService(config.auth.jwt_secret, config.auth.access_token_ttl, wall_clock)
         bus = make_bus(config)
         auth = AuthService(
-            config.auth, store, limits, bus, hasher, tokens, metrics, log, wall_clock
+            config.auth, store, limits, bus, hasher, tokens, metrics, log, wall_clock, limits_clock
         )
         await auth.restore_revocations()
+        keys = KeyService(config.keys, store, limits, bus, metrics, log, wall_clock)
         yield Services(
             config=config,
             store=store,
@@ -99,10 +101,12 @@ async def open_services(
             hasher=hasher,
             tokens=tokens,
             auth=auth,
+            keys=keys,
             bus=bus,
             metrics=metrics,
             log=log,
             wall_clock=wall_clock,
+            clock=limits_clock,
             sockets=ConnectionSlots(total=socket_budget(config)),
         )
 

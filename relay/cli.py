@@ -14,10 +14,9 @@ import trio
 
 from . import __version__, flood
 from .app import open_services, run
-from .auth import AuthError
 from .config import Config, ConfigError, load_config
+from .errors import Refused
 from .obs import configure_logging, get_logger
-from .store import UsernameTaken
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,11 +115,8 @@ async def _add(config: Config, name: str, password: str) -> int:
     async with open_services(config) as services:
         try:
             user = await services.auth.register(name, password)
-        except AuthError as exc:
+        except Refused as exc:
             print(f"relay: {exc.message}", file=sys.stderr)
-            return 1
-        except UsernameTaken:
-            print(f"relay: username {name.lower()!r} is taken", file=sys.stderr)
             return 1
     print(f"created user {user.username} ({user.id})")
     return 0

@@ -6,23 +6,41 @@ environment. Every key ``[section] key`` has the variable
 ``WS_ALLOWED_ORIGINS``, ``LOGIN_RATE_LIMIT_PER_MINUTE``,
 ``WS_HANDSHAKE_RATE_LIMIT_PER_MINUTE``) override everything else.
 
+The sections are msgspec structs: their types do the validation (a port is
+0-65535, a rate is positive, a backend is one of its names) and the
+conversion of environment strings. Durations are :data:`Seconds`: a number
+of seconds, or a string with its unit — ``"900ms"``, ``"10s"``, ``"15m"``,
+``"12h"``, ``"30d"`` (or several: ``"1h30m"``). Each part of relay is handed
+the section it reads, never the whole Config.
+
 A bad value raises :class:`ConfigError`, whose message is one line naming the
-key (and the variable it came from), so that ``relay serve`` can print it
-and stop.
+key (and the variable or file it came from), so that ``relay serve`` can
+print it and stop.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import enum
+import re
 import tomllib
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 SECONDS = 1.0
 MINUTES = 60 * SECONDS
-DAYS = 86400 * SECONDS
+HOURS = 60 * MINUTES
+DAYS = 24 * HOURS
+
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+"""A duration: seconds, or a string with units (``"15m"``); always > 0."""
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Count = Annotated[int, msgspec.Meta(ge=1)]
+Rate = Annotated[float, msgspec.Meta(gt=0)]
 
 # The security direction's variable names, honoured as given.
 ALIASES: Mapping[str, tuple[str, str]] = {
@@ -33,290 +51,323 @@ ALIASES: Mapping[str, tuple[str, str]] = {
 }
 
 MIN_JWT_SECRET_BYTES = 32
+_SECRET_KEYS = frozenset({"jwt_secret", "dsn", "url"})
 
 
 class ConfigError(ValueError):
     """A configuration value is missing or wrong; ``str()`` is one line."""
 
 
-@dataclass(frozen=True, slots=True)
-class HttpConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 65536
-    graceful_timeout: float = 5 * SECONDS
-    max_connections: int = 4096
-    max_connections_per_ip: int = 256
-    idle_timeout: float = 15 * SECONDS  # silence allowed mid-request or between requests
-    request_timeout: float = 30 * SECONDS  # to receive a whole request body
+class Secret(str):
+    """A string that never shows itself in a repr (JWT secret, DSNs with passwords)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'[redacted]'" if self else "''"
 
 
-@dataclass(frozen=True, slots=True)
-class WsConfig:
+class Synchronous(enum.Enum):
+    """SQLite's durability per commit (``store.synchronous``)."""
+
+    FULL = "full"  # fsync every commit: survives a power loss
+    NORMAL = "normal"  # fsync at checkpoints: survives a crash of relay, not of the machine
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A section of relay.toml (subclasses repeat the options for type checkers)."""
+
+
+class HttpConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 8765
+    port: Port = 8080
+    max_body_bytes: Count = 65536
+    graceful_timeout: Seconds = 5 * SECONDS
+    max_connections: Count = 4096
+    max_connections_per_ip: Count = 256
+    idle_timeout: Seconds = 15 * SECONDS  # silence allowed mid-request or between requests
+    request_timeout: Seconds = 30 * SECONDS  # to receive a whole request body
+
+
+class WsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Port = 8765
     allowed_origins: tuple[str, ...] = ()
     require_origin: bool = False
-    handshake_rate_per_minute: int = 120
-    handshake_burst: int = 20
-    handshake_timeout: float = 10 * SECONDS
-    max_pending: int = 4096  # connections not yet authenticated, in all
-    max_pending_per_ip: int = 32  # ... and from one IP
-    max_frame_bytes: int = 65536
-    max_connections: int = 100_000
-    max_connections_per_user: int = 64
-    heartbeat_interval: float = 25 * SECONDS
-    heartbeat_timeout: float = 10 * SECONDS
-    auth_timeout: float = 5 * SECONDS
-    send_rate_per_second: float = 100.0  # per device ...
-    send_burst: int = 200
-    send_rate_per_user_per_second: float = 200.0  # ... and per user, all devices together
-    send_burst_per_user: int = 400
-    handshake_rate_per_user_per_minute: int = 120
-    outbound_queue: int = 256
-    bad_frame_limit: int = 10
-    shutdown_grace: float = 10 * SECONDS
+    handshake_rate_per_minute: Count = 120
+    handshake_burst: Count = 20
+    handshake_timeout: Seconds = 10 * SECONDS
+    max_pending: Count = 4096  # connections not yet authenticated, in all
+    max_pending_per_ip: Count = 32  # ... and from one IP
+    max_frame_bytes: Count = 65536
+    max_connections: Count = 100_000
+    max_connections_per_user: Count = 64
+    heartbeat_interval: Seconds = 25 * SECONDS
+    heartbeat_timeout: Seconds = 10 * SECONDS
+    auth_timeout: Seconds = 5 * SECONDS
+    send_rate_per_second: Rate = 100.0  # per device ...
+    send_burst: Count = 200
+    send_rate_per_user_per_second: Rate = 200.0  # ... and per user, all devices together
+    send_burst_per_user: Count = 400
+    handshake_rate_per_user_per_minute: Count = 120
+    outbound_queue: Count = 256
+    bad_frame_limit: Count = 10
+    shutdown_grace: Seconds = 10 * SECONDS
 
 
-@dataclass(frozen=True, slots=True)
-class AuthConfig:
-    jwt_secret: str = field(default="", repr=False)
-    access_token_ttl: int = 900
-    refresh_token_ttl: int = 2_592_000
-    session_max_age: int = 7_776_000  # 90 days: refresh never extends a session past this
+class AuthConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    jwt_secret: Secret = Secret("")
+    access_token_ttl: Seconds = 15 * MINUTES
+    refresh_token_ttl: Seconds = 30 * DAYS
+    session_max_age: Seconds = 90 * DAYS  # refresh never extends a session past this
     open_registration: bool = True
-    registration_rate_per_hour: int = 20  # per IP
-    login_rate_per_minute: int = 60
-    lockout_threshold: int = 5  # failures per (username, IP) ...
-    lockout_user_threshold: int = 50  # ... and per username from anywhere (then guarded)
-    lockout_window: float = 15 * MINUTES
-    lockout_duration: float = 15 * MINUTES
-    max_devices_per_user: int = 32
-    hash_concurrency: int = 2
-    argon2_opslimit: int = 2
-    argon2_memlimit: int = 67_108_864
+    registration_rate_per_hour: Count = 20  # per IP
+    login_rate_per_minute: Count = 60
+    lockout_threshold: Count = 5  # failures per (username, IP) ...
+    lockout_user_threshold: Count = 50  # ... and per username from anywhere (then guarded)
+    lockout_window: Seconds = 15 * MINUTES
+    lockout_duration: Seconds = 15 * MINUTES
+    max_devices_per_user: Count = 32
+    hash_concurrency: Count = 2
+    argon2_opslimit: Count = 2
+    argon2_memlimit: Count = 67_108_864
 
 
-@dataclass(frozen=True, slots=True)
-class KeysConfig:
-    max_prekeys_per_upload: int = 100
-    low_water: int = 10
-    fetch_rate_per_minute: int = 60
-    target_fetch_rate_per_minute: int = 30
+class KeysConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    max_prekeys_per_upload: Count = 100
+    low_water: Count = 10
+    fetch_rate_per_minute: Count = 60
+    target_fetch_rate_per_minute: Count = 30
 
 
-@dataclass(frozen=True, slots=True)
-class StoreConfig:
-    backend: str = "sqlite"
+class StoreConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    backend: Literal["sqlite"] = "sqlite"
     path: str = "relay.db"
-    dsn: str = field(default="", repr=False)
-    batch_max: int = 256
-    synchronous: str = "full"
-    busy_timeout: float = 5 * SECONDS  # SQLite: wait this long for another process's lock
+    dsn: Secret = Secret("")
+    batch_max: Count = 256
+    synchronous: Synchronous = Synchronous.FULL
+    busy_timeout: Seconds = 5 * SECONDS  # SQLite: wait this long for another process's lock
 
 
-@dataclass(frozen=True, slots=True)
-class BusConfig:
-    backend: str = "local"
-    url: str = field(default="", repr=False)
+class BusConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    backend: Literal["local"] = "local"
+    url: Secret = Secret("")
 
 
-@dataclass(frozen=True, slots=True)
-class QueueConfig:
-    ttl: int = 2_592_000
-    max_per_device: int = 10_000
-    max_per_sender: int = 1_000  # of each device's queue, per sending user
+class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ttl: Seconds = 30 * DAYS
+    max_per_device: Count = 10_000
+    max_per_sender: Count = 1_000  # of each device's queue, per sending user
 
 
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    max_open_sockets: int = 0  # 0: the open-file limit less a reserve
+class ServerConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    max_open_sockets: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: the open-file limit less 256
 
 
-@dataclass(frozen=True, slots=True)
-class LogConfig:
-    level: str = "info"
-    format: str = "json"
+class LogConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    """Everything relay reads at start, frozen; passed down explicitly."""
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything relay reads at start, frozen; each part is handed its section."""
 
-    http: HttpConfig = field(default_factory=HttpConfig)
-    ws: WsConfig = field(default_factory=WsConfig)
-    auth: AuthConfig = field(default_factory=AuthConfig)
-    keys: KeysConfig = field(default_factory=KeysConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    bus: BusConfig = field(default_factory=BusConfig)
-    queue: QueueConfig = field(default_factory=QueueConfig)
-    server: ServerConfig = field(default_factory=ServerConfig)
-    log: LogConfig = field(default_factory=LogConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    ws: WsConfig = msgspec.field(default_factory=WsConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    keys: KeysConfig = msgspec.field(default_factory=KeysConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    bus: BusConfig = msgspec.field(default_factory=BusConfig)
+    queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
 
-    def replace(self, **sections: Any) -> Config:
-        """A copy with whole sections or ``section__key=value`` pairs changed."""
-        changes: dict[str, Any] = {}
-        for name, value in sections.items():
+    def replace(self, **changes: Any) -> Config:
+        """A copy with whole sections or ``section__key=value`` pairs changed (validated)."""
+        raw = msgspec.to_builtins(self, enc_hook=_encode)
+        for name, value in changes.items():
             if "__" in name:
                 section, key = name.split("__", 1)
-                base = changes.get(section, getattr(self, section))
-                changes[section] = dataclasses.replace(base, **{key: value})
+                raw[section][key] = _builtin(value)
             else:
-                changes[name] = value
-        return dataclasses.replace(self, **changes)
+                raw[name] = msgspec.to_builtins(value, enc_hook=_encode)
+        return _convert(raw, {})
 
 
-_CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = {
-    ("store", "backend"): ("sqlite",),
-    ("store", "synchronous"): ("full", "normal"),
-    ("bus", "backend"): ("local",),
-    ("log", "level"): ("debug", "info", "warning", "error"),
-    ("log", "format"): ("json", "console"),
-}
-
-# Keys that may be zero (everything else numeric must be positive).
-_MAY_BE_ZERO = {("http", "port"), ("ws", "port"), ("server", "max_open_sockets")}
+def sections() -> dict[str, type[_Section]]:
+    """Every section's name and struct, in file order."""
+    hints = typing.get_type_hints(Config)
+    return {name: hints[name] for name in Config.__struct_fields__}
 
 
-def load_config(
-    path: str | Path | None = None, env: Mapping[str, str] | None = None
-) -> Config:
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Read *path* (if given) and *env*, validate, and return the Config.
 
     Raises :class:`ConfigError` for an unreadable file, an unknown key or a
     bad value. The JWT secret's presence is checked by the caller (``relay
     serve --dev`` may do without one).
     """
-    raw: dict[str, dict[str, tuple[Any, str]]] = {}
+    raw: dict[str, dict[str, Any]] = {}
+    origins: dict[tuple[str, str], str] = {}
     if path is not None:
-        _merge_file(raw, Path(path))
-    _merge_env(raw, env or {})
-    sections: dict[str, Any] = {}
-    for f in dataclasses.fields(Config):
-        cls = _section_class(f.name)
-        values = {
-            key: _coerce(f.name, key, value, origin, cls)
-            for key, (value, origin) in raw.get(f.name, {}).items()
-        }
-        sections[f.name] = cls(**values)
-    config = Config(**sections)
-    _validate(config)
-    return config
+        _merge_file(raw, origins, Path(path))
+    _merge_env(raw, origins, env or {})
+    return _convert(raw, origins)
 
 
-def _section_class(name: str) -> type[Any]:
-    return type(getattr(Config(), name))
+# -- reading ------------------------------------------------------------------
 
 
-def _keys(section: str) -> dict[str, dataclasses.Field[Any]]:
-    return {f.name: f for f in dataclasses.fields(_section_class(section))}
-
-
-def _merge_file(raw: dict[str, dict[str, tuple[Any, str]]], path: Path) -> None:
+def _merge_file(
+    raw: dict[str, dict[str, Any]], origins: dict[tuple[str, str], str], path: Path
+) -> None:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
-    sections = {f.name for f in dataclasses.fields(Config)}
+    known = sections()
     for section, table in data.items():
-        if section not in sections or not isinstance(table, dict):
+        if section not in known or not isinstance(table, dict):
             raise ConfigError(f"config file {path}: unknown section [{section}]")
-        known = _keys(section)
         for key, value in table.items():
-            if key not in known:
+            if key not in known[section].__struct_fields__:
                 raise ConfigError(f"{section}.{key}: unknown key in {path}")
-            raw.setdefault(section, {})[key] = (value, f"{path}")
+            raw.setdefault(section, {})[key] = value
+            origins[(section, key)] = str(path)
 
 
-def _merge_env(raw: dict[str, dict[str, tuple[Any, str]]], env: Mapping[str, str]) -> None:
-    for f in dataclasses.fields(Config):
-        for key in _keys(f.name):
-            var = f"RELAY_{f.name}_{key}".upper()
-            if var in env:
-                raw.setdefault(f.name, {})[key] = (env[var], var)
-    for var, (section, key) in ALIASES.items():
+def _merge_env(
+    raw: dict[str, dict[str, Any]], origins: dict[tuple[str, str], str], env: Mapping[str, str]
+) -> None:
+    wanted = {
+        f"RELAY_{section}_{key}".upper(): (section, key)
+        for section, cls in sections().items()
+        for key in cls.__struct_fields__
+    }
+    wanted.update(ALIASES)  # later, so the security names win
+    for var, (section, key) in wanted.items():
         if var in env:
-            raw.setdefault(section, {})[key] = (env[var], var)
+            raw.setdefault(section, {})[key] = _from_env(section, key, env[var])
+            origins[(section, key)] = var
 
 
-def _coerce(section: str, key: str, value: Any, origin: str, cls: type[Any]) -> Any:
-    default = getattr(cls(), key)
-    where = f"{section}.{key} (from {origin})"
-    from_env = isinstance(value, str) and not isinstance(default, str)
+_BOOL_WORDS = {"yes": "true", "on": "true", "no": "false", "off": "false"}
+
+
+def _from_env(section: str, key: str, value: str) -> Any:
+    """An environment string in the shape its field expects (types do the rest)."""
+    field = typing.get_type_hints(sections()[section], include_extras=True)[key]
+    if field == tuple[str, ...]:
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if field is bool:
+        return _BOOL_WORDS.get(value.strip().lower(), value.strip())
+    return value.strip() if field is not str and field is not Secret else value
+
+
+# -- durations ----------------------------------------------------------------
+
+_UNITS = {"ms": 0.001, "s": SECONDS, "m": MINUTES, "h": HOURS, "d": DAYS}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in ``"900"``, ``"10s"``, ``"15m"``, ``"1h30m"``...; ValueError otherwise."""
+    text = value.strip().replace(" ", "")
     try:
-        if isinstance(default, bool):
-            return _to_bool(value)
-        if isinstance(default, int):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value.strip() if from_env else value)
-        if isinstance(default, float):
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if isinstance(default, tuple):
-            if isinstance(value, str):
-                return tuple(v.strip() for v in value.split(",") if v.strip())
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                return tuple(value)
-            raise ValueError
-        if isinstance(default, str):
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-    except (TypeError, ValueError):
-        kind = type(default).__name__.replace("tuple", "list of strings")
-        raise ConfigError(f"{where}: expected {kind}, got {_show(key, value)}") from None
-    raise ConfigError(f"{where}: unsupported value")  # pragma: no cover
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {value!r}")
+    return sum(float(number) * _UNITS[unit] for number, unit in parts)
 
 
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-    raise ValueError
+def _durations(raw: dict[str, dict[str, Any]]) -> None:
+    """Turn duration strings into seconds, in place (the types check the rest)."""
+    for section, cls in sections().items():
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for key, value in raw.get(section, {}).items():
+            if hints.get(key) == Seconds and isinstance(value, str):
+                # A bad one is left as a string: the conversion names the key.
+                with contextlib.suppress(ValueError):
+                    raw[section][key] = parse_duration(value)
 
 
-def _show(key: str, value: Any) -> str:
-    if key in ("jwt_secret", "dsn", "url"):
-        return "<redacted>"
-    return repr(value)
+# -- converting and checking --------------------------------------------------
 
 
-def _validate(config: Config) -> None:
-    for f in dataclasses.fields(Config):
-        section = getattr(config, f.name)
-        for key in _keys(f.name):
-            value = getattr(section, key)
-            choices = _CHOICES.get((f.name, key))
-            if choices is not None and value not in choices:
-                raise ConfigError(
-                    f"{f.name}.{key}: must be one of {', '.join(choices)} (got {value!r})"
-                )
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            floor = 0 if (f.name, key) in _MAY_BE_ZERO else 1e-9
-            if value < floor:
-                raise ConfigError(f"{f.name}.{key}: must be positive (got {value!r})")
-            if key == "port" and value > 65535:
-                raise ConfigError(f"{f.name}.{key}: must be a port 0-65535 (got {value!r})")
+def _convert(raw: dict[str, dict[str, Any]], origins: dict[tuple[str, str], str]) -> Config:
+    _durations(raw)
+    try:
+        config = msgspec.convert(raw, Config, strict=False, dec_hook=_decode)
+    except msgspec.ValidationError as exc:
+        raise _explain(exc, raw, origins) from None
+    _check(config)
+    return config
+
+
+def _decode(kind: type, value: Any) -> Any:
+    if kind is Secret and isinstance(value, str):
+        return Secret(value)
+    raise NotImplementedError
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, str):  # Secret
+        return str(value)
+    raise NotImplementedError
+
+
+def _builtin(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value) if isinstance(value, Secret) else value
+
+
+_AT = re.compile(r"^(.*?)(?: - at `\$\.(\w+)(?:\.(\w+))?`)?$")
+_UNKNOWN = re.compile(r"unknown field `(\w+)`")
+
+
+def _explain(
+    exc: msgspec.ValidationError,
+    raw: dict[str, dict[str, Any]],
+    origins: dict[tuple[str, str], str],
+) -> ConfigError:
+    """One line naming the key, where it came from, and what was wrong."""
+    match = _AT.match(str(exc))
+    assert match is not None
+    message, section, key = match.groups()
+    unknown = _UNKNOWN.search(message)
+    if unknown and section:
+        return ConfigError(f"{section}.{unknown.group(1)}: unknown key")
+    if section is None or key is None:
+        return ConfigError(f"config: {message}")
+    where = f"{section}.{key} (from {origins.get((section, key), 'the defaults')})"
+    value = raw.get(section, {}).get(key)
+    shown = "<redacted>" if key in _SECRET_KEYS else repr(value)
+    detail = re.sub(r", got `\w+`$", "", message)
+    return ConfigError(f"{where}: {detail[:1].lower()}{detail[1:]}, got {shown}")
+
+
+def _check(config: Config) -> None:
+    """What the types cannot say: the secret's length, origins' shape."""
     secret = config.auth.jwt_secret
     if secret and len(secret.encode()) < MIN_JWT_SECRET_BYTES:
         raise ConfigError(
             f"auth.jwt_secret (JWT_SECRET): must be at least {MIN_JWT_SECRET_BYTES} bytes"
         )
     for origin in config.ws.allowed_origins:
-        if "://" not in origin and origin != "*":
+        if origin == "*":
+            raise ConfigError("ws.allowed_origins (WS_ALLOWED_ORIGINS): a wildcard is not allowed")
+        if "://" not in origin:
             raise ConfigError(
                 f"ws.allowed_origins (WS_ALLOWED_ORIGINS): {origin!r} is not an origin "
                 "like https://chat.example.com"
             )
-    if "*" in config.ws.allowed_origins:
-        raise ConfigError("ws.allowed_origins (WS_ALLOWED_ORIGINS): a wildcard is not allowed")

@@ -9,6 +9,7 @@ from .auth import AuthService
 from .bus import Bus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
+from .keys import KeyService
 from .limits import Limits
 from .net import ConnectionSlots
 from .obs import Logger, Metrics
@@ -25,8 +26,10 @@ class Services:
     hasher: PasswordHasher
     tokens: TokenService
     auth: AuthService
+    keys: KeyService
     bus: Bus
     metrics: Metrics
     log: Logger
-    wall_clock: Callable[[], float]
+    wall_clock: Callable[[], float]  # Unix time: token and session expiry, stored times
+    clock: Callable[[], float]  # monotonic (Trio's): rates, timeouts, heartbeats
     sockets: ConnectionSlots  # the process's socket budget, shared by both servers

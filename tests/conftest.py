@@ -219,9 +219,7 @@ async def client(relay: Relay) -> AsyncIterator[httpx.AsyncClient]:
 
 async def alice_and_bob(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
     """Register Alice and Bob and log each in on one device; their grants."""
-    await register(client, "alice")
-    await register(client, "bob")
-    return await login(client, "alice"), await login(client, "bob")
+    return await signed_up(client, "alice"), await signed_up(client, "bob")
 
 
 @pytest.fixture
@@ -246,6 +244,20 @@ async def login(
     assert response.status_code == 200, response.text
     grant: dict[str, Any] = response.json()
     return grant
+
+
+async def signed_up(
+    client: httpx.AsyncClient, username: str, password: str = PASSWORD, **login_extra: Any
+) -> dict[str, Any]:
+    """Register *username* and log in one device: the grant, plus ``username``."""
+    await register(client, username, password)
+    return {**await login(client, username, password, **login_extra), "username": username}
+
+
+def closes(relay: Relay, code: str) -> float:
+    """How many WebSocket connections the relay closed with *code* (its metric)."""
+    registry = relay.services.metrics.registry
+    return registry.get_sample_value("relay_ws_closes_total", {"code": code}) or 0.0
 
 
 def bearer(grant: dict[str, Any]) -> dict[str, str]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ._bearer import bearer_token as bearer_token
 from ._origin import origin_allowed as origin_allowed
-from ._service import AuthError as AuthError
 from ._service import AuthService as AuthService
 from ._service import Grant as Grant
 from ._service import check_password_length as check_password_length

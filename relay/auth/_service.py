@@ -10,8 +10,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import trio
-
 from ..bus import Bus, SessionRevoked
 from ..config import AuthConfig
 from ..crypto import (
@@ -24,6 +22,7 @@ from ..crypto import (
     hash_refresh_token,
     new_refresh_token,
 )
+from ..errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, TooMany
 from ..limits import Limits, names
 from ..obs import Logger, LogSampler, Metrics
 from ..store import Device, RefreshOutcome, Session, Store, User, UsernameTaken
@@ -32,19 +31,6 @@ from ._login_guard import LoginGuard
 USERNAME = re.compile(r"[a-z0-9_.\-]{3,32}")
 # Names that collide with API paths (GET /api/keys/count vs /api/keys/{username}).
 RESERVED_USERNAMES = frozenset({"count"})
-
-
-class AuthError(Exception):
-    """A refusal with its HTTP status, stable code and human message."""
-
-    def __init__(
-        self, status: int, code: str, message: str, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,25 +46,28 @@ class Grant:
 
 
 def normalise_username(username: str) -> str:
-    """Case-fold; raise AuthError(400) unless 3-32 chars of a-z 0-9 _ . -"""
+    """Case-fold; raise InvalidInput unless 3-32 chars of a-z 0-9 _ . -"""
     folded = username.lower()
     if not USERNAME.fullmatch(folded):
-        raise AuthError(
-            400, "invalid_username", "username must be 3-32 characters of a-z 0-9 _ . -"
+        raise InvalidInput(
+            "invalid_username", "username must be 3-32 characters of a-z 0-9 _ . -"
         )
     if folded in RESERVED_USERNAMES:
-        raise AuthError(400, "invalid_username", f"the username {folded!r} is reserved")
+        raise InvalidInput("invalid_username", f"the username {folded!r} is reserved")
     return folded
 
 
-def _invalid_credentials() -> AuthError:
-    return AuthError(401, "invalid_credentials", "wrong username or password")
+def _invalid_credentials() -> NotAuthenticated:
+    return NotAuthenticated("invalid_credentials", "wrong username or password")
+
+
+def _taken() -> Conflict:
+    return Conflict("username_taken", "that username is taken")
 
 
 def check_password_length(password: str) -> None:
     if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
-        raise AuthError(
-            400,
+        raise InvalidInput(
             "invalid_password",
             f"password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters",
         )
@@ -102,6 +91,7 @@ class AuthService:
         metrics: Metrics,
         log: Logger,
         wall_clock: Callable[[], float],
+        clock: Callable[[], float],
     ) -> None:
         self._config = config
         self._store = store
@@ -112,7 +102,7 @@ class AuthService:
         self._metrics = metrics
         self._log = log
         self._clock = wall_clock
-        self._sampler = LogSampler()  # one ratelimit.login line per IP per 10 s
+        self._sampler = LogSampler(clock)  # one ratelimit.login line per IP per 10 s
         self._guard = LoginGuard(limits)
 
     async def restore_revocations(self) -> int:
@@ -131,28 +121,33 @@ class AuthService:
 
     # -- accounts -------------------------------------------------------
     async def register(self, username: str, password: str, *, ip: str | None = None) -> User:
-        """Create an account; raises AuthError (400, 403, 429) or UsernameTaken.
+        """Create an account; raises InvalidInput, Forbidden, TooMany or Conflict.
 
         From the API (*ip* given) registrations are limited per IP, checked
         before any hashing; the operator's ``relay user add`` passes no IP.
         """
         if not self._config.open_registration:
-            raise AuthError(403, "registration_closed", "registration is closed")
+            raise Forbidden("registration_closed", "registration is closed")
         if ip is not None:
             wait = await self._limits.take(names.REGISTER, ip)
             if wait is not None:
                 self._metrics.ratelimit_hits.labels("register").inc()
                 self._sampler.warn(
-                    self._log, "ratelimit.register", ip, trio.current_time(),
+                    self._log, "ratelimit.register", ip,
                     retry_after=round(wait, 3),
                 )
-                raise AuthError(429, "rate_limited", "too many registrations; try later", wait)
+                raise TooMany(
+                    "rate_limited", "too many registrations; try later", retry_after=wait
+                )
         name = normalise_username(username)
         check_password_length(password)
         if await self._store.get_user_by_name(name) is not None:
-            raise UsernameTaken(name)  # before hashing: a taken name costs no CPU
+            raise _taken()  # before hashing: a taken name costs no CPU
         password_hash = await self._hasher.hash(password)
-        user = await self._store.create_user(name, password_hash, self._clock())
+        try:
+            user = await self._store.create_user(name, password_hash, self._clock())
+        except UsernameTaken:
+            raise _taken() from None
         self._log.info("auth.account_created", user_id=user.id, username=name)
         return user
 
@@ -168,16 +163,16 @@ class AuthService:
     ) -> Grant:
         """Check the credentials under the IP limit and the lockouts (see _login_guard)."""
         if len(password) > MAX_PASSWORD_CHARS:
-            raise AuthError(400, "invalid_password", "password is too long")
+            raise InvalidInput("invalid_password", "password is too long")
         name = username.lower()
         wait = await self._limits.take(names.LOGIN, ip)
         if wait is not None:
             self._metrics.ratelimit_hits.labels("login").inc()
             self._metrics.logins.labels("rate_limited").inc()
             self._sampler.warn(
-                self._log, "ratelimit.login", ip, trio.current_time(), retry_after=round(wait, 3)
+                self._log, "ratelimit.login", ip, retry_after=round(wait, 3)
             )
-            raise AuthError(429, "rate_limited", "too many login attempts", wait)
+            raise TooMany("rate_limited", "too many login attempts", retry_after=wait)
         if not USERNAME.fullmatch(name):
             # Cannot exist, and the format is public: refuse without hashing or counting.
             self._metrics.logins.labels("invalid_credentials").inc()
@@ -189,11 +184,11 @@ class AuthService:
             self._metrics.ratelimit_hits.labels("lockout").inc()
             self._metrics.logins.labels("locked_out").inc()
             self._sampler.warn(
-                self._log, "auth.locked_out", f"{name}|{ip}", trio.current_time(),
+                self._log, "auth.locked_out", f"{name}|{ip}",
                 username=name, reason=verdict.reason,
             )
-            raise AuthError(
-                429, "locked_out", "too many failed logins; try later", verdict.retry_after
+            raise TooMany(
+                "locked_out", "too many failed logins; try later", retry_after=verdict.retry_after
             )
         if not await self._hasher.verify(user.password_hash if user else None, password):
             await self._fail(name, ip)
@@ -228,12 +223,10 @@ class AuthService:
         if device_id is not None:
             device = await self._store.get_device(device_id)
             if device is None or device.user_id != user.id:
-                raise AuthError(404, "device_not_found", "no such device on this account")
+                raise NotFound("device_not_found", "no such device on this account")
             return device
         if await self._store.count_devices(user.id) >= self._config.max_devices_per_user:
-            raise AuthError(
-                409, "too_many_devices", "the account has its maximum number of devices"
-            )
+            raise Conflict("too_many_devices", "the account has its maximum number of devices")
         device = await self._store.create_device(user.id, (name or "device")[:64], now)
         self._log.info("auth.device_registered", user_id=user.id, device_id=device.id)
         return device
@@ -281,7 +274,7 @@ class AuthService:
         if result.outcome is RefreshOutcome.REUSED:
             assert result.session is not None
             await self._revoke_tokens(result.session.id, "refresh_reuse")
-        raise AuthError(401, "invalid_token", "the refresh token is not valid")
+        raise NotAuthenticated("invalid_token", "the refresh token is not valid")
 
     async def authenticate(self, token: str) -> AccessClaims:
         """Claims of a valid, unrevoked access token; raises InvalidToken."""

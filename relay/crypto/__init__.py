@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ._keys import BadKey as BadKey
-from ._keys import bundle_dict as bundle_dict
+from ._keys import KeyUpload as KeyUpload
+from ._keys import OneTimePrekey as OneTimePrekey
+from ._keys import SignedPrekey as SignedPrekey
 from ._keys import decode_b64 as decode_b64
 from ._keys import encode_b64 as encode_b64
 from ._keys import parse_key_upload as parse_key_upload

@@ -12,13 +12,36 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated, Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated
 
 import msgspec
 import nacl.exceptions
 import nacl.signing
 
-from relay.store import Bundle, KeyUpload, OneTimePrekey, SignedPrekey
+
+@dataclass(frozen=True, slots=True)
+class SignedPrekey:
+    key_id: int
+    public_key: bytes  # 32 raw bytes (X25519)
+    signature: bytes  # 64 raw bytes (Ed25519 by the identity key)
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimePrekey:
+    key_id: int
+    public_key: bytes  # 32 raw bytes (X25519)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpload:
+    """A device's public keys, parsed and verified by :func:`parse_key_upload`."""
+
+    identity_key: bytes  # 32 raw bytes (Ed25519)
+    signed_prekey: SignedPrekey
+    one_time_prekeys: Sequence[OneTimePrekey]
+
 
 KEY_LENGTH = 32
 SIGNATURE_LENGTH = 64
@@ -197,25 +220,3 @@ def parse_key_upload(data: bytes, max_prekeys: int) -> KeyUpload:
             "not an Ed25519 signature of the signed prekey's raw bytes by the identity key",
         )
     return KeyUpload(identity_key=identity_key, signed_prekey=signed, one_time_prekeys=one_time)
-
-
-def bundle_dict(bundle: Bundle) -> dict[str, Any]:
-    """The JSON-ready form of a fetched bundle, keys in standard base64.
-
-    ``one_time_prekey`` is None when the device had none left; ``remaining``
-    is not included (it is the owner's business, not the fetcher's).
-    """
-    spk = bundle.signed_prekey
-    otk = bundle.one_time_prekey
-    return {
-        "device_id": bundle.device_id,
-        "identity_key": encode_b64(bundle.identity_key),
-        "signed_prekey": {
-            "key_id": spk.key_id,
-            "public_key": encode_b64(spk.public_key),
-            "signature": encode_b64(spk.signature),
-        },
-        "one_time_prekey": None
-        if otk is None
-        else {"key_id": otk.key_id, "public_key": encode_b64(otk.public_key)},
-    }

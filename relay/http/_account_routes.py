@@ -5,9 +5,10 @@ from __future__ import annotations
 from quart import Quart
 from quart_trio.wrappers.response import TrioResponse as Response
 
+from ..errors import NotFound
 from ..services import Services
 from ._auth_routes import bearer_claims, requires_auth
-from ._errors import ApiError, json_response
+from ._errors import json_response
 
 
 def register_account_routes(app: Quart, services: Services) -> None:
@@ -38,7 +39,7 @@ def register_account_routes(app: Quart, services: Services) -> None:
     async def delete_device(device_id: str) -> Response:
         claims = bearer_claims()
         if not await auth.delete_device(claims.user_id, device_id):
-            raise ApiError(404, "device_not_found", "no such device on this account")
+            raise NotFound("device_not_found", "no such device on this account")
         return Response(status=204)
 
     @app.get("/api/sessions")
@@ -67,5 +68,5 @@ def register_account_routes(app: Quart, services: Services) -> None:
     async def delete_session(session_id: str) -> Response:
         claims = bearer_claims()
         if not await auth.revoke_session(session_id, "session_deleted", claims.user_id):
-            raise ApiError(404, "session_not_found", "no such active session on this account")
+            raise NotFound("session_not_found", "no such active session on this account")
         return Response(status=204)

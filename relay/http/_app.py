@@ -10,12 +10,13 @@ from quart_trio.wrappers.response import TrioResponse as Response
 from werkzeug.exceptions import HTTPException
 
 from ..auth import origin_allowed
+from ..errors import Refused
 from ..obs import CONTENT_TYPE, request_id_from
 from ..services import Services
 from ..store import StoreUnavailable
 from ._account_routes import register_account_routes
 from ._auth_routes import register_auth_routes
-from ._errors import ApiError, error_response, json_response
+from ._errors import ApiError, api_error, error_response, json_response
 from ._keys_routes import register_keys_routes
 from ._openapi import register_openapi_route
 
@@ -76,7 +77,7 @@ def _install_hooks(app: Quart, services: Services) -> None:
 
 def _install_error_handlers(app: Quart, services: Services) -> None:
     @app.errorhandler(ApiError)
-    async def api_error(error: ApiError) -> Response:
+    async def http_refusal(error: ApiError) -> Response:
         return error_response(error)
 
     @app.errorhandler(HTTPException)
@@ -96,12 +97,11 @@ def _install_error_handlers(app: Quart, services: Services) -> None:
             response.headers["Connection"] = "close"
         return response
 
-    @app.errorhandler(StoreUnavailable)
-    async def store_unavailable(error: StoreUnavailable) -> Response:
-        services.log.error("http.store_unavailable", error=str(error))
-        return error_response(
-            ApiError(503, "store_unavailable", "storage is unavailable; retry shortly", 1.0)
-        )
+    @app.errorhandler(Refused)
+    async def refused(error: Refused) -> Response:
+        if isinstance(error, StoreUnavailable):
+            services.log.error("http.store_unavailable", detail=error.detail)
+        return error_response(api_error(error))
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:

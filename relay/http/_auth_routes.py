@@ -9,13 +9,13 @@ from typing import Any, ParamSpec, TypeVar
 from quart import Quart, g, request
 from quart_trio.wrappers.response import TrioResponse as Response
 
-from ..auth import AuthError, Grant
+from ..auth import Grant, bearer_token
 from ..crypto import AccessClaims, InvalidToken
+from ..errors import NotAuthenticated
 from ..net import source_of
 from ..services import Services
-from ..store import UsernameTaken
 from ._bodies import Credentials, LoginBody, RefreshBody
-from ._errors import ApiError, json_response, read_body
+from ._errors import json_response, read_body
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,12 +35,11 @@ def requires_auth(
     def decorate(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @wraps(handler)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            header = request.headers.get("Authorization", "")
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            token = bearer_token(request.headers.get("Authorization"))
+            if token is None:
                 raise _unauthorized("a Bearer access token is required")
             try:
-                g.claims = await services.auth.authenticate(token.strip())
+                g.claims = await services.auth.authenticate(token)
             except InvalidToken as exc:
                 services.log.warning("auth.token_rejected", reason=exc.reason)
                 raise _unauthorized(f"the access token is not valid ({exc.reason})") from None
@@ -51,8 +50,8 @@ def requires_auth(
     return decorate
 
 
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "invalid_token", message, headers={"WWW-Authenticate": "Bearer"})
+def _unauthorized(message: str) -> NotAuthenticated:
+    return NotAuthenticated("invalid_token", message)
 
 
 def client_ip() -> str:
@@ -74,46 +73,31 @@ def _grant_json(grant: Grant) -> dict[str, Any]:
     }
 
 
-def _api_error(exc: AuthError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message, exc.retry_after)
-
-
 def register_auth_routes(app: Quart, services: Services) -> None:
     auth = services.auth
 
     @app.post("/api/accounts")
     async def create_account() -> Response:
         body = await read_body(Credentials)
-        try:
-            user = await auth.register(body.username, body.password, ip=client_ip())
-        except AuthError as exc:
-            raise _api_error(exc) from None
-        except UsernameTaken:
-            raise ApiError(409, "username_taken", "that username is taken") from None
+        user = await auth.register(body.username, body.password, ip=client_ip())
         return json_response({"user_id": user.id, "username": user.username}, 201)
 
     @app.post("/api/login")
     async def login() -> Response:
         body = await read_body(LoginBody)
-        try:
-            grant = await auth.login(
-                body.username,
-                body.password,
-                ip=client_ip(),
-                device_id=body.device_id,
-                device_name=body.device_name,
-            )
-        except AuthError as exc:
-            raise _api_error(exc) from None
+        grant = await auth.login(
+            body.username,
+            body.password,
+            ip=client_ip(),
+            device_id=body.device_id,
+            device_name=body.device_name,
+        )
         return json_response(_grant_json(grant))
 
     @app.post("/api/token/refresh")
     async def refresh() -> Response:
         body = await read_body(RefreshBody)
-        try:
-            grant = await auth.refresh(body.refresh_token)
-        except AuthError as exc:
-            raise _api_error(exc) from None
+        grant = await auth.refresh(body.refresh_token)
         return json_response(_grant_json(grant))
 
     @app.post("/api/logout")

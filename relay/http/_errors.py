@@ -1,4 +1,5 @@
-"""API errors as ``{"error": code, "message": text}`` and body decoding."""
+"""API errors as ``{"error": code, "message": text}``, the one map from domain
+refusals to HTTP statuses, and body decoding."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ import msgspec
 from quart import request
 from quart_trio.wrappers.response import TrioResponse as Response
 
+from ..errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    Refused,
+    TooMany,
+    Unavailable,
+)
 from ..limits import retry_after_header
 
 T = TypeVar("T")
@@ -33,6 +44,25 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
         if retry_after is not None:
             self.headers["Retry-After"] = retry_after_header(retry_after)
+
+
+_STATUS: tuple[tuple[type[Refused], int], ...] = (
+    (InvalidInput, 400),
+    (NotAuthenticated, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (TooMany, 429),
+    (Unavailable, 503),
+)
+
+
+def api_error(refusal: Refused) -> ApiError:
+    """The HTTP answer to a domain refusal: its kind decides the status."""
+    status = next((code for kind, code in _STATUS if isinstance(refusal, kind)), 400)
+    bearer = status == 401 and refusal.code == "invalid_token"
+    headers = {"WWW-Authenticate": "Bearer"} if bearer else None
+    return ApiError(status, refusal.code, refusal.message, refusal.retry_after, headers)
 
 
 def json_response(payload: object, status: int = 200) -> Response:

@@ -105,13 +105,12 @@ async def serve_http(
     )
     context = WorkerContext(None)
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-    sampler = LogSampler()
+    sampler = LogSampler(services.clock)
 
     def turned_away(source: str, turnaway: Turnaway) -> None:
         services.metrics.connections_refused.labels("http", turnaway.reason).inc()
         sampler.warn(
-            services.log, "ratelimit.http_connections", source, trio.current_time(),
-            reason=turnaway.reason,
+            services.log, "ratelimit.http_connections", source, reason=turnaway.reason
         )
 
     async def handle(stream: trio.SocketStream, ticket: Ticket) -> None:

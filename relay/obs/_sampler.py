@@ -3,19 +3,27 @@
 A handshake flood refused at 5,000/s must not write 5,000 log lines a
 second: the first refusal from a source is logged, later ones within
 *interval* are only counted, and the next line carries ``suppressed=N``.
-Pure: the caller passes *now*.
+:meth:`LogSampler.admit` is pure (the caller passes *now*); :meth:`LogSampler.warn`
+reads the clock given at construction.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 
 class LogSampler:
     """Decides whether a security event from a source is worth a log line."""
 
-    def __init__(self, interval: float = 10.0, max_keys: int = 10_000) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] | None = None,
+        interval: float = 10.0,
+        max_keys: int = 10_000,
+    ) -> None:
+        self._clock = clock
         self._interval = interval
         self._max_keys = max_keys
         # key -> (time of the last logged line, events suppressed since)
@@ -34,8 +42,10 @@ class LogSampler:
             self._seen.popitem(last=False)  # the longest-quiet source
         return 0 if entry is None else entry[1]
 
-    def warn(self, log: Any, event: str, source: str, now: float, /, **fields: Any) -> None:
+    def warn(self, log: Any, event: str, source: str, /, **fields: Any) -> None:
         """Log *event* as a warning if :meth:`admit` lets it through, with ``suppressed``."""
-        suppressed = self.admit(event, source, now)
+        if self._clock is None:
+            raise RuntimeError("LogSampler.warn needs the clock given at construction")
+        suppressed = self.admit(event, source, self._clock())
         if suppressed is not None:
             log.warning(event, ip=source, suppressed=suppressed, **fields)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+# Key records are the crypto package's (it parses and verifies them); the
+# store keeps them, and re-exports them as part of its port's vocabulary.
+from ..crypto import KeyUpload as KeyUpload
+from ..crypto import OneTimePrekey as OneTimePrekey
+from ..crypto import SignedPrekey as SignedPrekey
 from ._port import Bundle as Bundle
 from ._port import Device as Device
 from ._port import Enqueued as Enqueued
 from ._port import KeyIdReused as KeyIdReused
-from ._port import KeyUpload as KeyUpload
 from ._port import NewMessage as NewMessage
-from ._port import OneTimePrekey as OneTimePrekey
 from ._port import PrekeyStatus as PrekeyStatus
 from ._port import PutKeysResult as PutKeysResult
 from ._port import QueuedMessage as QueuedMessage
@@ -16,7 +19,6 @@ from ._port import QueueFull as QueueFull
 from ._port import RefreshOutcome as RefreshOutcome
 from ._port import RefreshResult as RefreshResult
 from ._port import Session as Session
-from ._port import SignedPrekey as SignedPrekey
 from ._port import Store as Store
 from ._port import StoreError as StoreError
 from ._port import StoreUnavailable as StoreUnavailable

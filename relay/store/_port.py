@@ -18,17 +18,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..crypto import KeyUpload, OneTimePrekey, SignedPrekey
+from ..errors import Unavailable
+
 
 class StoreError(Exception):
     """Base class of the store's domain errors."""
 
 
-class StoreUnavailable(StoreError):
+class StoreUnavailable(StoreError, Unavailable):
     """The store could not do the operation now (locked, full, unreachable).
 
     Nothing was changed: the operation rolled back whole. Callers refuse the
     request (HTTP 503, a ``store_unavailable`` frame) and the client retries.
+    ``detail`` is the driver's words, for the log only.
     """
+
+    def __init__(self, detail: str) -> None:
+        Unavailable.__init__(
+            self, "store_unavailable", "storage is unavailable; retry shortly", retry_after=1.0
+        )
+        self.detail = detail
 
 
 class UsernameTaken(StoreError):
@@ -84,26 +94,6 @@ class RefreshOutcome(enum.Enum):
 class RefreshResult:
     outcome: RefreshOutcome
     session: Session | None  # set for ROTATED and REUSED
-
-
-@dataclass(frozen=True, slots=True)
-class SignedPrekey:
-    key_id: int
-    public_key: bytes  # 32 raw bytes (X25519)
-    signature: bytes  # 64 raw bytes (Ed25519 by the identity key)
-
-
-@dataclass(frozen=True, slots=True)
-class OneTimePrekey:
-    key_id: int
-    public_key: bytes  # 32 raw bytes (X25519)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyUpload:
-    identity_key: bytes  # 32 raw bytes (Ed25519)
-    signed_prekey: SignedPrekey
-    one_time_prekeys: Sequence[OneTimePrekey]
 
 
 @dataclass(frozen=True, slots=True)

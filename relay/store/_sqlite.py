@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
+from ..config import Synchronous
+from ..crypto import KeyUpload
 from . import _sqlite_accounts as accounts
 from . import _sqlite_keys as keys
 from . import _sqlite_messages as queue
@@ -24,7 +26,6 @@ from ._port import (
     Bundle,
     Device,
     Enqueued,
-    KeyUpload,
     NewMessage,
     PrekeyStatus,
     PutKeysResult,
@@ -52,11 +53,10 @@ _READ = "BEGIN"
 _WRITE = "BEGIN IMMEDIATE"
 
 
-SYNCHRONOUS = ("full", "normal")
-
-
 def _connect(
-    path: str, synchronous: str = "full", busy_timeout: float = BUSY_TIMEOUT
+    path: str,
+    synchronous: Synchronous | str = Synchronous.FULL,
+    busy_timeout: float = BUSY_TIMEOUT,
 ) -> sqlite3.Connection:
     # isolation_level=None: the sqlite3 module never opens or commits a
     # transaction behind our back; each store method states its own.
@@ -71,9 +71,12 @@ def _connect(
         # message survives a power loss too. NORMAL: the commit reaches the
         # OS (it survives kill -9 of the relay, not an OS crash) and fsync
         # happens at checkpoints: far less disk time per group commit.
-        if synchronous not in SYNCHRONOUS:
-            raise StoreError(f"synchronous must be one of {SYNCHRONOUS}, got {synchronous!r}")
-        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        try:
+            level = Synchronous(synchronous)  # the one list of levels: the config's enum
+        except ValueError:
+            raise StoreError(f"synchronous must be full or normal, got {synchronous!r}") from None
+        # The value is one of the enum's own words, never the caller's text.
+        conn.execute(f"PRAGMA synchronous = {level.value.upper()}")
         # Per connection and off by default; the cascades rely on it.
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn)
@@ -335,7 +338,9 @@ class SQLiteStore:
 
 @asynccontextmanager
 async def open_sqlite_store(
-    path: str, synchronous: str = "full", busy_timeout: float = BUSY_TIMEOUT
+    path: str,
+    synchronous: Synchronous | str = Synchronous.FULL,
+    busy_timeout: float = BUSY_TIMEOUT,
 ) -> AsyncIterator[SQLiteStore]:
     """Open (creating if need be) and migrate the database at *path*.
 

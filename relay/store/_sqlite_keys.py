@@ -12,14 +12,12 @@ import json
 import sqlite3
 from collections import Counter
 
+from ..crypto import KeyUpload, OneTimePrekey, SignedPrekey
 from ._port import (
     Bundle,
     KeyIdReused,
-    KeyUpload,
-    OneTimePrekey,
     PrekeyStatus,
     PutKeysResult,
-    SignedPrekey,
     StoreError,
 )
 

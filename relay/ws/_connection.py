@@ -1,10 +1,14 @@
-"""One authenticated WebSocket: its reader, its writer and its heartbeat.
+"""One authenticated WebSocket: its reader, and a writer only while there is writing.
 
-Each connection runs in its own nursery, owned by the handler: the reader is
-the handler's task, and the nursery holds exactly two more — a single writer
-fed by a bounded queue, and a heartbeat that also enforces token expiry.
-Nothing another connection does can block this one: deliveries are pushed
-with ``send_nowait``, and a full queue closes this connection with 1013.
+The connection runs in its own nursery, owned by the handler: the reader is
+the handler's task; a writer task is started when something is put in the
+outbox and ends when the outbox is empty; the timers (pings, pong deadlines,
+token expiry) are driven by the server's one heartbeat task. An idle
+connection holds no task of its own beyond its reader. The decisions are
+:class:`~relay.ws._life.ConnectionLife`'s; this class does the I/O.
+
+Nothing another connection does can block this one: deliveries are put in
+its outbox without waiting, and a full outbox closes it with 1013.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from ..auth import AuthService
 from ..config import WsConfig
 from ..crypto import AccessClaims, InvalidToken
-from ..limits import Limits, RatePolicy, TokenBucket, names
+from ..limits import Limits, names
 from ..obs import Logger, Metrics
 from ..store import QueuedMessage, Store
 from ._frames import (
@@ -32,9 +36,11 @@ from ._frames import (
     message_frame,
     ready_frame,
 )
-from ._internals import close_and_release, send_frames
-from ._pipeline import DeliveryPipeline
-from ._registry import ConnectionRegistry
+from ._heartbeats import Heartbeats
+from ._internals import close_and_release, prepare_ping, send_frames
+from ._life import PEER_GONE, PING, TOO_SLOW, Close, ConnectionLife, LifePolicy
+from ._outbox import Control, Delivery, Outbox, Ping
+from ._pipeline import DeliveryPipeline, SendRequest
 
 REPLAY_PAGE = 256
 WRITE_BATCH = 64  # frames per socket write, at most
@@ -42,17 +48,18 @@ WRITE_BATCH = 64  # frames per socket write, at most
 
 @dataclass(frozen=True, slots=True)
 class ConnectionContext:
-    """What every connection shares (one per WS server)."""
+    """What every connection of one server shares."""
 
     config: WsConfig
     store: Store
     auth: AuthService
     pipeline: DeliveryPipeline
-    registry: ConnectionRegistry
+    heartbeats: Heartbeats
+    limits: Limits  # send rates per device and per user, shared across connections
     metrics: Metrics
     log: Logger
-    wall_clock: Callable[[], float]
-    limits: Limits  # send rates per device and per user, shared across connections
+    clock: Callable[[], float]  # monotonic (Trio's): timers, rates
+    wall_clock: Callable[[], float]  # Unix time: only to read token expiry
 
 
 class Connection:
@@ -67,53 +74,67 @@ class Connection:
         self.session_id = claims.session_id
         self.username = username
         self._ctx = ctx
-        self._expires_at = claims.expires_at
-        self._send, self._outbound = trio.open_memory_channel[tuple[int, str]](
-            ctx.config.outbound_queue
+        config = ctx.config
+        now = ctx.clock()
+        self.life = ConnectionLife(
+            LifePolicy(config.heartbeat_interval, config.heartbeat_timeout, config.bad_frame_limit),
+            now,
+            self._monotonic(claims.expires_at, now),
         )
-        now = trio.current_time()
-        # bad_frame_limit refusals in a row close the connection; one is
-        # forgiven every 60 / limit seconds, so a rare mistake never adds up.
-        self._bad_frames = TokenBucket(RatePolicy.per_minute(ctx.config.bad_frame_limit), now)
-        # Sends awaiting their answer: at most half the outbound queue, so a
-        # client pipelining hard is slowed down (its reader waits) instead of
-        # overflowing its own queue with a burst of ``accepted`` frames.
-        self._in_flight = trio.Semaphore(max(1, ctx.config.outbound_queue // 2))
+        # Sends awaiting their answer: at most half the outbox, so a client
+        # pipelining hard is slowed down (its reader waits) instead of
+        # overflowing its own outbox with a burst of ``accepted`` frames.
+        self.outbox = Outbox(config.outbound_queue, config.outbound_queue // 2, self._wake_writer)
+        self.scheduled_at: float | None = None  # Heartbeats' bookkeeping
         self._scope = trio.CancelScope()
-        self.close_code = 1000
-        self.close_reason = "bye"
-        self._closing = False
-        self._inbound = 0  # frames read: any traffic proves the peer alive
-        self._reader_waiting = False  # blocked on our pipeline, not on the peer
+        self._nursery: trio.Nursery | None = None
+        self._writing = False
+        self._replayed: int | None = None  # the last seq the replay sent, once it is done
+        self._pong: trio.Event | None = None
+
+    def _monotonic(self, unix_time: float, now: float) -> float:
+        """*unix_time* (a token's expiry) on the monotonic clock: one clock inside."""
+        return now + (unix_time - self._ctx.wall_clock())
 
     # -- called from anywhere (never block) -----------------------------
-    def push(self, frame: str, seq: int = 0) -> None:
-        """Queue a frame for the writer; a full queue closes with 1013."""
-        try:
-            self._send.send_nowait((seq, frame))
-        except trio.WouldBlock:
-            self.close(1013, "too slow to read its messages")
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # closing already
+    def push(self, frame: str) -> None:
+        """Queue a control frame; a full outbox closes with 1013."""
+        if not self.outbox.put(Control(frame)):
+            self.close(TOO_SLOW)
 
-    def answer(self, frame: str) -> None:
-        self._in_flight.release()
-        self.push(frame)
+    def push_message(self, seq: int, frame: str, received_at: float) -> None:
+        """Queue a live message frame; a full outbox closes with 1013."""
+        if not self.outbox.put(Delivery(seq, frame, received_at)):
+            self.close(TOO_SLOW)
+        elif received_at:
+            self._ctx.metrics.delivery_latency.observe(self._ctx.clock() - received_at)
 
     def queued(self) -> int:
         """Frames waiting for the writer."""
-        return self._send.statistics().current_buffer_used
+        return len(self.outbox)
 
-    def push_message(self, seq: int, frame: str, received_at: float) -> None:
-        self.push(frame, seq)
-        self._ctx.metrics.delivery_latency.observe(trio.current_time() - received_at)
-
-    def close(self, code: int, reason: str) -> None:
-        """Close with *code* (first caller wins): stops every task of this connection."""
-        if not self._closing:
-            self._closing = True
-            self.close_code, self.close_reason = code, reason
+    def close(self, verdict: Close) -> None:
+        """Close with *verdict* (the first one wins): stops every task of this connection."""
+        self.life.close(verdict)
         self._scope.cancel()
+
+    # -- driven by the server's heartbeat task --------------------------
+    def deadline(self) -> float | None:
+        return None if self.life.closed is not None else self.life.deadline()
+
+    def tick(self, now: float) -> None:
+        if self._pong is not None and self._pong.is_set():
+            self.life.on_pong()
+            self._pong = None
+        action = self.life.on_timer(now)
+        if isinstance(action, Close):
+            self._scope.cancel()
+        elif action is PING:
+            ping = prepare_ping(self.ws)
+            if ping is not None:
+                data, self._pong = ping
+                if not self.outbox.put(Ping(data)):
+                    self.close(TOO_SLOW)
 
     # -- the connection's life -----------------------------------------
     async def run(self) -> None:
@@ -123,28 +144,29 @@ class Connection:
         it never propagates to the server or to other connections.
         """
         ctx = self._ctx
-        ctx.registry.add(self)
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_loop)
-                    nursery.start_soon(self._heartbeat)
+                    self._nursery = nursery
+                    self._wake_writer()  # ready, then the replay
+                    ctx.heartbeats.schedule(self)
                     await self._read_loop()
                     nursery.cancel_scope.cancel()
         except Exception:
             ctx.log.error("ws.internal_error", exc_info=True)
-            self.close(1011, "internal error")
+            self.life.close(Close(1011, "internal error"))
         finally:
-            ctx.registry.remove(self)
-            self._send.close()
+            self._nursery = None
+            ctx.heartbeats.forget(self)
+            verdict = self.life.closed or Close(1000, "bye")
             with trio.move_on_after(2) as cleanup:
                 cleanup.shield = True
-                await close_and_release(self.ws, self.close_code, self.close_reason)
-            ctx.metrics.ws_closes.labels(str(self.close_code)).inc()
-            ctx.log.info("ws.closed", code=self.close_code, reason=self.close_reason)
+                await close_and_release(self.ws, verdict.code, verdict.reason)
+            ctx.metrics.ws_closes.labels(str(verdict.code)).inc()
+            ctx.log.info("ws.closed", code=verdict.code, reason=verdict.reason)
 
     async def _read_loop(self) -> None:
-        ctx = self._ctx
+        ctx, life = self._ctx, self.life
         frames_in = ctx.metrics.ws_frames_in
         while True:
             try:
@@ -152,9 +174,9 @@ class Connection:
             except ConnectionClosed as exc:
                 reason = exc.reason
                 if reason is not None and reason.code == 1009:
-                    self.close(1009, "frame too big")
+                    self.close(Close(1009, "frame too big"))
                 return
-            self._inbound += 1
+            life.on_inbound()
             try:
                 frame = decode_frame(data)
             except FrameError as exc:
@@ -166,9 +188,9 @@ class Connection:
                 await self._on_send(frame)
             elif isinstance(frame, AckFrame):
                 frames_in.labels("ack").inc()
-                self._reader_waiting = True
+                life.reader_waiting = True
                 await ctx.pipeline.submit_ack(self.device_id, frame.ids)
-                self._reader_waiting = False
+                life.reader_waiting = False
             elif isinstance(frame, RefreshFrame):
                 frames_in.labels("refresh").inc()
                 await self._on_refresh(frame.token)
@@ -177,18 +199,22 @@ class Connection:
                 self._refuse("already_authenticated", "this connection is authenticated")
 
     async def _on_send(self, frame: SendFrame) -> None:
-        now = trio.current_time()
-        limits = self._ctx.limits
+        ctx = self._ctx
+        received_at = ctx.clock()
         if (
-            await limits.take(names.SEND, self.device_id) is not None
-            or await limits.take(names.SEND_USER, self.user_id) is not None
+            await ctx.limits.take(names.SEND, self.device_id) is not None
+            or await ctx.limits.take(names.SEND_USER, self.user_id) is not None
         ):
             self.push(error_frame("rate_limited", "sending too fast; slow down", frame.id))
             return
-        self._reader_waiting = True
-        await self._in_flight.acquire()
-        await self._ctx.pipeline.submit_send(self, frame, now)
-        self._reader_waiting = False
+        self.life.reader_waiting = True
+        await self.outbox.reserve()
+        await ctx.pipeline.submit_send(
+            SendRequest(
+                self.outbox, self.user_id, self.device_id, self.username, frame, received_at
+            )
+        )
+        self.life.reader_waiting = False
 
     async def _on_refresh(self, token: str) -> None:
         try:
@@ -200,57 +226,70 @@ class Connection:
         if claims.session_id != self.session_id or claims.device_id != self.device_id:
             self._refuse("invalid_token", "the token belongs to another session")
             return
-        self._expires_at = max(self._expires_at, claims.expires_at)
+        now = self._ctx.clock()
+        self.life.on_refresh(self._monotonic(claims.expires_at, now))
+        self._ctx.heartbeats.schedule(self)
 
     def _refuse(self, code: str, message: str, ref: str | None = None) -> None:
         """Answer a bad frame; too many of them close the connection with 1008."""
         self.push(error_frame(code, message, ref))
-        if self._bad_frames.take(trio.current_time()) is not None:
+        verdict = self.life.on_bad_frame(self._ctx.clock())
+        if verdict is not None:
             self._ctx.log.warning("ws.policy_violation", last_code=code)
-            self.close(1008, "too many invalid frames")
+            self.close(verdict)
 
-    async def _write_loop(self) -> None:
-        try:
-            await self._write()
-        except ConnectionClosed:
-            self._peer_gone()
-
-    def _peer_gone(self) -> None:
-        """The socket died under a write or a ping: stop, nothing to report."""
-        if not self._closing:
-            self._closing = True
-            self.close_code, self.close_reason = 1006, "connection lost"
-        self._scope.cancel()
+    # -- the writer ---------------------------------------------------------
+    def _wake_writer(self) -> None:
+        """Start the writer unless it runs (it ends when the outbox is empty)."""
+        if not self._writing and self._nursery is not None:
+            self._writing = True
+            self._nursery.start_soon(self._write)
 
     async def _write(self) -> None:
-        ws, sent = self.ws, self._ctx.metrics.ws_frames_out
-        await ws.send_message(ready_frame(self.username, self.device_id, self.session_id))
-        replayed = await self._replay()
-        async for first in self._outbound:
-            # Take whatever else is already waiting: one socket write for all.
-            waiting = [first]
-            while len(waiting) < WRITE_BATCH:
-                try:
-                    waiting.append(self._outbound.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            # A message with seq <= replayed was stored before the replay
-            # read it: it has been sent once already.
-            frames = [frame for seq, frame in waiting if not seq or seq > replayed]
-            if frames:
-                await send_frames(ws, frames)
-                messages = sum(1 for seq, _ in waiting if seq > replayed)
-                sent.labels("message").inc(messages)
-                sent.labels("control").inc(len(frames) - messages)
+        try:
+            if self._replayed is None:
+                await send_frames(
+                    self.ws, [ready_frame(self.username, self.device_id, self.session_id)]
+                )
+                self._replayed = await self._replay()
+            while self.outbox:
+                await self._write_waiting(self._replayed)
+        except ConnectionClosed:
+            self.close(PEER_GONE)  # the socket died under a write: nothing to report
+        finally:
+            self._writing = False
+
+    async def _write_waiting(self, replayed: int) -> None:
+        """One socket write for whatever is waiting (at most WRITE_BATCH frames).
+
+        A message with seq <= *replayed* was stored before the replay read it:
+        it has been sent once already.
+        """
+        out: list[str | bytes] = []
+        messages = 0
+        for item in self.outbox.take(WRITE_BATCH):
+            if isinstance(item, Delivery):
+                if item.seq > replayed:
+                    out.append(item.frame)
+                    messages += 1
+            elif isinstance(item, Control):
+                out.append(item.frame)
+            else:
+                out.append(item.data)
+        if out:
+            await send_frames(self.ws, out)
+            sent = self._ctx.metrics.ws_frames_out
+            sent.labels("message").inc(messages)
+            sent.labels("control").inc(len(out) - messages)
 
     async def _replay(self) -> int:
         """Send every stored unacked message in order; return the last seq sent.
 
         The connection is registered before this starts, so every message
-        stored meanwhile is pushed to the outbound queue too. Between chunks
-        the queue is drained so that it cannot fill during a long replay:
-        control frames (``accepted``, errors) are sent at once; live message
-        frames are dropped, and another page is read to send them in order.
+        stored meanwhile is put in the outbox too. Between chunks the outbox
+        is drained so that it cannot fill during a long replay: answers and
+        notices are sent at once; live messages are dropped, and another
+        page is read to send them in order.
         """
         store, last = self._ctx.store, 0
         while True:
@@ -261,53 +300,23 @@ class Connection:
                 await send_frames(self.ws, [_frame(queued) for queued in chunk])
                 last = chunk[-1].seq
                 self._ctx.metrics.ws_frames_out.labels("message").inc(len(chunk))
-                missed |= await self._send_control_frames(last)
+                missed |= await self._send_waiting_controls(last)
             if len(page) < REPLAY_PAGE and not missed:
                 return last
 
-    async def _send_control_frames(self, replayed: int) -> bool:
-        """Send waiting control frames; drop message frames. True if one was newer."""
-        control: list[str] = []
+    async def _send_waiting_controls(self, replayed: int) -> bool:
+        """Send waiting answers and pings; drop live messages. True if one was newer."""
+        control: list[str | bytes] = []
         missed = False
-        while True:
-            try:
-                seq, frame = self._outbound.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-            if not seq:
-                control.append(frame)
-            elif seq > replayed:
-                missed = True  # stored after the page was read: read again
+        for item in self.outbox.take(len(self.outbox)):
+            if isinstance(item, Delivery):
+                missed |= item.seq > replayed  # stored after the page was read
+            else:
+                control.append(item.frame if isinstance(item, Control) else item.data)
         if control:
             await send_frames(self.ws, control)
             self._ctx.metrics.ws_frames_out.labels("control").inc(len(control))
         return missed
-
-    async def _heartbeat(self) -> None:
-        """Ping every interval; close on no pong (1013) or on token expiry (4001)."""
-        config, clock = self._ctx.config, self._ctx.wall_clock
-        next_ping = trio.current_time() + config.heartbeat_interval
-        while True:
-            expiry = trio.current_time() + (self._expires_at - clock())
-            await trio.sleep_until(min(next_ping, expiry))
-            if self._expires_at <= clock():
-                self.close(4001, "token expired")
-                return
-            if trio.current_time() < next_ping:
-                continue  # woke for an expiry that a refresh has since moved
-            inbound = self._inbound
-            with trio.move_on_after(config.heartbeat_timeout) as waiting:
-                try:
-                    await self.ws.ping()
-                except ConnectionClosed:
-                    self._peer_gone()
-                    return
-            if waiting.cancelled_caught and inbound == self._inbound and not self._reader_waiting:
-                # "Too slow to read": trio-websocket answers pings only while
-                # its reader runs, so a client that stops reading goes quiet.
-                self.close(1013, "heartbeat timeout")
-                return
-            next_ping = trio.current_time() + config.heartbeat_interval
 
 
 def _frame(queued: QueuedMessage) -> str:

@@ -8,12 +8,10 @@ values; :class:`HandshakeGate` adds the limiter and the token check.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import parse_qs
 
-import trio
-
-from ..auth import AuthService, origin_allowed
+from ..auth import AuthService, bearer_token, origin_allowed
 from ..config import WsConfig
 from ..crypto import AccessClaims, InvalidToken
 from ..limits import Limits, names, retry_after_header
@@ -67,11 +65,9 @@ def token_from(
     ``Authorization`` with a scheme other than Bearer counts as no token;
     the query form is ``access_token=<jwt>`` (for browsers).
     """
-    auth = header(headers, b"authorization")
-    if auth is not None:
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip(), "bearer"
+    token = bearer_token(header(headers, b"authorization"))
+    if token is not None:
+        return token, "bearer"
     values = query.get("access_token")
     if values and values[0]:
         return values[0], "query"
@@ -92,18 +88,19 @@ class HandshakeGate:
         auth: AuthService,
         metrics: Metrics,
         log: Logger,
+        clock: Callable[[], float],
     ) -> None:
         self._config = config
         self._limits = limits
         self._auth = auth
         self._metrics = metrics
         self._log = log
-        self._sampler = LogSampler()
+        self._sampler = LogSampler(clock)
         self.shutting_down = False
 
     def warn(self, event: str, ip: str, **fields: object) -> None:
         """Log a refusal, at most once per event and IP every 10 s (with a count)."""
-        self._sampler.warn(self._log, event, ip, trio.current_time(), **fields)
+        self._sampler.warn(self._log, event, ip, **fields)
 
     async def check(
         self,

@@ -1,6 +1,6 @@
 """Every use of trio-websocket's internals, in one place (pinned: see pyproject.toml).
 
-trio-websocket 0.12 has no public call for four things relay needs:
+trio-websocket 0.12 has no public call for five things relay needs:
 
 - **Serving one accepted socket** (:func:`serve_connection`). relay accepts
   sockets itself (to turn floods away before any parsing, see
@@ -13,6 +13,10 @@ trio-websocket 0.12 has no public call for four things relay needs:
   messages), so it frames them all with the connection's wsproto state and
   writes the bytes at once, under the same lock and with the same error
   handling as ``_send``.
+- **A ping that does not wait for its pong** (:func:`prepare_ping`).
+  ``ping()`` sends and then waits for the pong; one timer task pings every
+  connection (``_heartbeats.py``), so it needs the framed bytes (written by
+  the connection's own writer) and an event to look at later.
 - **Hanging up a rejected handshake** (:func:`drop_rejected`). The library
   marks a rejected connection closed without closing its stream, so its
   reader task (and the socket) would live until the client hangs up.
@@ -31,6 +35,7 @@ the public API or does nothing, which is always correct but slower or leakier;
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 import trio
@@ -40,7 +45,7 @@ from trio_websocket import (
     WebSocketRequest,
     WebSocketServer,
 )
-from wsproto.events import TextMessage
+from wsproto.events import Ping, TextMessage
 
 _BATCH_INTERNALS = ("_close_reason", "_wsproto", "_stream_lock", "_stream", "_abort_web_socket")
 
@@ -50,27 +55,49 @@ def can_batch(ws: WebSocketConnection) -> bool:
     return all(hasattr(ws, name) for name in _BATCH_INTERNALS)
 
 
-async def send_frames(ws: WebSocketConnection, frames: Sequence[str]) -> None:
-    """Send *frames* in order, as separate WebSocket text messages.
+async def send_frames(ws: WebSocketConnection, frames: Sequence[str | bytes]) -> None:
+    """Send *frames* in order: each ``str`` as a WebSocket text message, each
+    ``bytes`` as it is (a frame made by :func:`prepare_ping`).
 
     Raises ConnectionClosed like ``send_message``. On cancellation the bytes
     may be partly written; the connection is then unusable, as with
     ``send_message``.
     """
-    if len(frames) == 1 or not can_batch(ws):
+    if not can_batch(ws):
         for frame in frames:
-            await ws.send_message(frame)
+            if isinstance(frame, str):
+                await ws.send_message(frame)
         return
     if ws._close_reason:
         raise ConnectionClosed(ws._close_reason)
     protocol = ws._wsproto
-    data = b"".join([protocol.send(TextMessage(data=frame)) for frame in frames])
+    data = b"".join(
+        [protocol.send(TextMessage(data=f)) if isinstance(f, str) else f for f in frames]
+    )
     async with ws._stream_lock:
         try:
             await ws._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await ws._abort_web_socket()
             raise ConnectionClosed(ws._close_reason) from None
+
+
+def prepare_ping(ws: WebSocketConnection) -> tuple[bytes, trio.Event] | None:
+    """A framed ping for the connection's writer, and the event its pong will set.
+
+    None without the internals (another version): then only inbound frames
+    prove the peer alive.
+    """
+    pings = getattr(ws, "_pings", None)
+    protocol = getattr(ws, "_wsproto", None)
+    if pings is None or protocol is None or ws._close_reason:
+        return None
+    payload = secrets.token_bytes(8)
+    while payload in pings:  # pragma: no cover - 64 random bits
+        payload = secrets.token_bytes(8)
+    event = trio.Event()
+    pings[payload] = event
+    return protocol.send(Ping(payload=payload)), event
 
 
 async def serve_connection(server: WebSocketServer, stream: trio.SocketStream) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from ..bus import Bus, MessageQueued
-from ..config import Config
+from ..config import QueueConfig, StoreConfig
 from ..obs import Logger, Metrics
 from ..store import Enqueued, NewMessage, QueueFull, Store
 from ._frames import SendFrame, accepted_frame, error_frame
@@ -25,25 +25,23 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 
-class Sender(Protocol):
-    """The connection a send came from: who it is, and how to answer it."""
+class Answers(Protocol):
+    """Where the answer to a send goes (a connection's outbox); never blocks."""
 
+    def answer(self, frame: str) -> bool:
+        """Queue the one answer (``accepted`` or an error) to a send."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One send frame, from whom, and where its answer goes."""
+
+    answers: Answers
     user_id: str
     device_id: str
     username: str
-
-    def push(self, frame: str) -> None:
-        """Queue a frame for the connection's writer."""
-
-    def answer(self, frame: str) -> None:
-        """Queue the one answer (accepted or error) to a send; frees its slot."""
-
-
-@dataclass(slots=True)
-class _Send:
-    sender: Sender
     frame: SendFrame
-    received_at: float
+    received_at: float  # monotonic: the frame's arrival (delivery latency)
 
 
 @dataclass(slots=True)
@@ -57,7 +55,8 @@ class DeliveryPipeline:
 
     def __init__(
         self,
-        config: Config,
+        queue: QueueConfig,
+        store_config: StoreConfig,
         store: Store,
         bus: Bus,
         metrics: Metrics,
@@ -65,20 +64,20 @@ class DeliveryPipeline:
         wall_clock: Callable[[], float],
         capacity: int = 4096,
     ) -> None:
-        self._ttl = config.queue.ttl
-        self._max_per_device = config.queue.max_per_device
-        self._max_per_sender = config.queue.max_per_sender
-        self._batch_max = config.store.batch_max
+        self._ttl = queue.ttl
+        self._max_per_device = queue.max_per_device
+        self._max_per_sender = queue.max_per_sender
+        self._batch_max = store_config.batch_max
         self._store = store
         self._bus = bus
         self._metrics = metrics
         self._log = log
         self._clock = wall_clock
-        self._send, self._receive = trio.open_memory_channel[_Send | _Ack](capacity)
+        self._send, self._receive = trio.open_memory_channel[SendRequest | _Ack](capacity)
 
-    async def submit_send(self, sender: Sender, frame: SendFrame, received_at: float) -> None:
+    async def submit_send(self, request: SendRequest) -> None:
         """Queue a send; waits only while the pipeline is full (backpressure)."""
-        await self._send.send(_Send(sender, frame, received_at))
+        await self._send.send(request)
 
     async def submit_ack(self, device_id: str, ids: tuple[str, ...]) -> None:
         await self._send.send(_Ack(device_id, ids))
@@ -101,7 +100,7 @@ class DeliveryPipeline:
         task_status.started()
         async with self._receive:
             async for first in self._receive:
-                batch: list[_Send | _Ack] = [first]
+                batch: list[SendRequest | _Ack] = [first]
                 while len(batch) < self._batch_max:
                     try:
                         batch.append(self._receive.receive_nowait())
@@ -109,8 +108,8 @@ class DeliveryPipeline:
                         break
                 await self._commit(batch)
 
-    async def _commit(self, batch: Sequence[_Send | _Ack]) -> None:
-        sends = [item for item in batch if isinstance(item, _Send)]
+    async def _commit(self, batch: Sequence[SendRequest | _Ack]) -> None:
+        sends = [item for item in batch if isinstance(item, SendRequest)]
         acks = [item for item in batch if isinstance(item, _Ack)]
         try:
             if acks:
@@ -120,7 +119,7 @@ class DeliveryPipeline:
         except Exception:  # the store failed: refuse the batch, keep serving
             self._log.error("store.batch_failed", sends=len(sends), acks=len(acks), exc_info=True)
             for send in sends:
-                send.sender.answer(
+                send.answers.answer(
                     error_frame("store_unavailable", "not stored; send again", send.frame.id)
                 )
 
@@ -130,10 +129,10 @@ class DeliveryPipeline:
             by_device.setdefault(ack.device_id, []).extend(ack.ids)
         await self._store.ack_many(list(by_device.items()))  # one commit for all
 
-    async def _store_sends(self, sends: Sequence[_Send]) -> None:
+    async def _store_sends(self, sends: Sequence[SendRequest]) -> None:
         directory = await self._store.resolve_users(sorted({s.frame.to.lower() for s in sends}))
         now = self._clock()
-        accepted: list[_Send] = []
+        accepted: list[SendRequest] = []
         messages: list[NewMessage] = []
         for send in sends:
             targets = self._targets(send, directory)
@@ -142,9 +141,9 @@ class DeliveryPipeline:
             accepted.append(send)
             messages.append(
                 NewMessage(
-                    sender_user_id=send.sender.user_id,
-                    sender_device_id=send.sender.device_id,
-                    sender_username=send.sender.username,
+                    sender_user_id=send.user_id,
+                    sender_device_id=send.device_id,
+                    sender_username=send.username,
                     client_id=send.frame.id,
                     recipient_user_id=directory[send.frame.to.lower()][0],
                     target_device_ids=targets,
@@ -163,35 +162,35 @@ class DeliveryPipeline:
             await self._answer(send, message, result)
 
     def _targets(
-        self, send: _Send, directory: dict[str, tuple[str, list[str]]]
+        self, send: SendRequest, directory: dict[str, tuple[str, list[str]]]
     ) -> list[str] | None:
         frame = send.frame
         entry = directory.get(frame.to.lower())
         if entry is None:
-            send.sender.answer(error_frame("unknown_recipient", "no such user", frame.id))
+            send.answers.answer(error_frame("unknown_recipient", "no such user", frame.id))
             return None
         _, devices = entry
         if frame.device is not None:
             if frame.device not in devices:
-                send.sender.answer(error_frame("unknown_device", "no such device", frame.id))
+                send.answers.answer(error_frame("unknown_device", "no such device", frame.id))
                 return None
             return [frame.device]
         # A user's own other devices get a copy; the sending device does not.
-        targets = [d for d in devices if d != send.sender.device_id]
+        targets = [d for d in devices if d != send.device_id]
         if not targets:
-            send.sender.answer(error_frame("no_devices", "the user has no devices", frame.id))
+            send.answers.answer(error_frame("no_devices", "the user has no devices", frame.id))
             return None
         return targets
 
     async def _answer(
-        self, send: _Send, message: NewMessage, result: Enqueued | QueueFull
+        self, send: SendRequest, message: NewMessage, result: Enqueued | QueueFull
     ) -> None:
         if isinstance(result, QueueFull):
             limit = "sender_share" if result.sender_share else "device"
             self._metrics.queue_full.labels(limit).inc()
-            send.sender.answer(error_frame(*_queue_full(result), send.frame.id))
+            send.answers.answer(error_frame(*_queue_full(result), send.frame.id))
             return
-        send.sender.answer(accepted_frame(send.frame.id, result.message_id))
+        send.answers.answer(accepted_frame(send.frame.id, result.message_id))
         if result.duplicate:
             return  # already routed when first accepted; replay covers the rest
         await self._bus.publish(

@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..bus import Event, MessageQueued, PrekeysLow, SessionRevoked
+from ..config import WsConfig
 from ..net import ConnectionSlots, Full
 from ..obs import Metrics
 from ._frames import message_frame, prekeys_low_frame
+from ._life import Close
 
-if TYPE_CHECKING:
-    from ._connection import Connection
+REVOKED = Close(4003, "session revoked")
+
+
+class Peer(Protocol):
+    """A live connection, as the registry sees it (``Connection`` is one)."""
+
+    user_id: str
+    device_id: str
+    session_id: str
+
+    def push(self, frame: str) -> None: ...
+
+    def push_message(self, seq: int, frame: str, received_at: float) -> None: ...
+
+    def close(self, verdict: Close) -> None: ...
+
+    def queued(self) -> int: ...
 
 
 class ConnectionRegistry:
-    """Connections by device, session and user; the local Bus sink.
+    """Peers by device, session and user; the local Bus sink.
 
     Every method is synchronous and never blocks: delivery pushes onto each
     connection's bounded queue, and a full queue closes that connection
@@ -29,12 +46,14 @@ class ConnectionRegistry:
     connection's registration.
     """
 
-    def __init__(self, metrics: Metrics, *, max_total: int, max_per_user: int) -> None:
+    def __init__(self, metrics: Metrics, config: WsConfig) -> None:
         self._metrics = metrics
-        self._places = ConnectionSlots(total=max_total, per_source=max_per_user)
-        self._by_device: dict[str, set[Connection]] = defaultdict(set)
-        self._by_session: dict[str, set[Connection]] = defaultdict(set)
-        self._all: set[Connection] = set()
+        self._places = ConnectionSlots(
+            total=config.max_connections, per_source=config.max_connections_per_user
+        )
+        self._by_device: dict[str, set[Peer]] = defaultdict(set)
+        self._by_session: dict[str, set[Peer]] = defaultdict(set)
+        self._all: set[Peer] = set()
 
     def queue_depths(self) -> list[int]:
         """Frames waiting in each connection's outbound queue (for metrics)."""
@@ -58,14 +77,14 @@ class ConnectionRegistry:
     def reserved(self) -> int:
         return self._places.used
 
-    def add(self, conn: Connection) -> None:
+    def add(self, conn: Peer) -> None:
         """Index a connection whose place is reserved, for routing and revocation."""
         self._all.add(conn)
         self._by_device[conn.device_id].add(conn)
         self._by_session[conn.session_id].add(conn)
         self._metrics.ws_connections.set(len(self._all))
 
-    def remove(self, conn: Connection) -> None:
+    def remove(self, conn: Peer) -> None:
         """Forget *conn*; idempotent (every exit path calls it)."""
         if conn not in self._all:
             return
@@ -81,7 +100,7 @@ class ConnectionRegistry:
             self._deliver(event)
         elif isinstance(event, SessionRevoked):
             for conn in tuple(self._by_session.get(event.session_id, ())):
-                conn.close(4003, "session revoked")
+                conn.close(REVOKED)
         elif isinstance(event, PrekeysLow):
             frame = prekeys_low_frame(event.count)
             for conn in tuple(self._by_device.get(event.device_id, ())):
@@ -98,12 +117,12 @@ class ConnectionRegistry:
                     )
                 conn.push_message(event.seq, frame, event.received_at)
 
-    def close_all(self, code: int, reason: str) -> None:
+    def close_all(self, verdict: Close) -> None:
         for conn in tuple(self._all):
-            conn.close(code, reason)
+            conn.close(verdict)
 
 
-def _discard(index: dict[str, set[Connection]], key: str, conn: Connection) -> None:
+def _discard(index: dict[str, set[Peer]], key: str, conn: Peer) -> None:
     members = index.get(key)
     if members is not None:
         members.discard(conn)

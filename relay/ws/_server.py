@@ -39,9 +39,13 @@ from ..services import Services
 from ._connection import Connection, ConnectionContext
 from ._frames import AuthFrame, FrameError, decode_frame
 from ._gate import HandshakeGate, Refusal
+from ._heartbeats import Heartbeats
 from ._internals import close_and_release, drop_rejected, serve_connection
+from ._life import Close
 from ._pipeline import DeliveryPipeline
 from ._registry import ConnectionRegistry
+
+SHUTTING_DOWN = Close(1001, "server shutting down")
 
 _TICKET: ContextVar[Ticket] = ContextVar("ws_ticket")
 """The accept-time ticket of the connection this task serves (same task as the handler)."""
@@ -56,19 +60,16 @@ class WsServer:
         self._config = config
         self._log = services.log
         self._metrics = services.metrics
-        self.registry = ConnectionRegistry(
-            services.metrics,
-            max_total=config.max_connections,
-            max_per_user=config.max_connections_per_user,
-        )
+        self.registry = ConnectionRegistry(services.metrics, config)
         self.pending = ConnectionSlots(
             total=config.max_pending, per_source=config.max_pending_per_ip
         )
         self.gate = HandshakeGate(
-            config, services.limits, services.auth, services.metrics, services.log
+            config, services.limits, services.auth, services.metrics, services.log, services.clock
         )
         self.pipeline = DeliveryPipeline(
-            services.config,
+            services.config.queue,
+            services.config.store,
             services.store,
             services.bus,
             services.metrics,
@@ -81,16 +82,18 @@ class WsServer:
         metrics.outbound_queue_max.set_function(
             lambda: max(self.registry.queue_depths(), default=0)
         )
+        self.heartbeats = Heartbeats()
         self._ctx = ConnectionContext(
             config=config,
             store=services.store,
             auth=services.auth,
             pipeline=self.pipeline,
-            registry=self.registry,
+            heartbeats=self.heartbeats,
+            limits=services.limits,
             metrics=services.metrics,
             log=services.log,
+            clock=services.clock,
             wall_clock=services.wall_clock,
-            limits=services.limits,
         )
 
     async def serve(
@@ -110,44 +113,47 @@ class WsServer:
         )
         async with trio.open_nursery() as owner:
             await owner.start(self.pipeline.run)
-            async with trio.open_nursery() as handlers:
-                server = WebSocketServer(
-                    self._handle,
-                    listeners,  # not served by it: relay.net accepts and hands sockets over
-                    handler_nursery=handlers,
-                    message_queue_size=4,
-                    max_message_size=config.max_frame_bytes,
-                    connect_timeout=config.handshake_timeout,
-                    disconnect_timeout=2,
-                )
-
-                async def handle(stream: trio.SocketStream, ticket: Ticket) -> None:
-                    _TICKET.set(ticket)
-                    await serve_connection(server, stream)
-
-                async with trio.open_nursery() as accepting:
-                    await accepting.start(
-                        lambda task_status: serve_admitted(
-                            listeners,
-                            admission,
-                            handle,
-                            handler_nursery=handlers,
-                            on_turnaway=self._on_turnaway,
-                            on_out_of_descriptors=lambda: self._log.error(
-                                "net.out_of_descriptors"
-                            ),
-                            task_status=task_status,
-                        )
+            async with trio.open_nursery() as timers:
+                await timers.start(self.heartbeats.run)
+                async with trio.open_nursery() as handlers:
+                    server = WebSocketServer(
+                        self._handle,
+                        listeners,  # not served by it: relay.net accepts and hands sockets over
+                        handler_nursery=handlers,
+                        message_queue_size=4,
+                        max_message_size=config.max_frame_bytes,
+                        connect_timeout=config.handshake_timeout,
+                        disconnect_timeout=2,
                     )
-                    task_status.started(listeners[0].socket.getsockname()[1])
-                    await shutdown_trigger()
-                    self._log.info("ws.shutdown", connections=len(self.registry))
-                    self.gate.shutting_down = True
-                    accepting.cancel_scope.cancel()
-                for listener in listeners:
-                    await listener.aclose()
-                self.registry.close_all(1001, "server shutting down")
-                handlers.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
+
+                    async def handle(stream: trio.SocketStream, ticket: Ticket) -> None:
+                        _TICKET.set(ticket)
+                        await serve_connection(server, stream)
+
+                    async with trio.open_nursery() as accepting:
+                        await accepting.start(
+                            lambda task_status: serve_admitted(
+                                listeners,
+                                admission,
+                                handle,
+                                handler_nursery=handlers,
+                                on_turnaway=self._on_turnaway,
+                                on_out_of_descriptors=lambda: self._log.error(
+                                    "net.out_of_descriptors"
+                                ),
+                                task_status=task_status,
+                            )
+                        )
+                        task_status.started(listeners[0].socket.getsockname()[1])
+                        await shutdown_trigger()
+                        self._log.info("ws.shutdown", connections=len(self.registry))
+                        self.gate.shutting_down = True
+                        accepting.cancel_scope.cancel()
+                    for listener in listeners:
+                        await listener.aclose()
+                    self.registry.close_all(SHUTTING_DOWN)
+                    handlers.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
+                timers.cancel_scope.cancel()  # every connection is gone
             self.pipeline.close()  # the owner nursery now waits for the last commit
 
     def _shed_check(self, ip: str) -> float | None:
@@ -245,7 +251,12 @@ class WsServer:
             user_id=claims.user_id, device_id=claims.device_id, session_id=claims.session_id
         )
         self._log.info("ws.connected", ip=ip)
-        await Connection(ws, claims, user.username, self._ctx).run()
+        conn = Connection(ws, claims, user.username, self._ctx)
+        self.registry.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.registry.remove(conn)
 
 
 def _ip(request: WebSocketRequest) -> str:

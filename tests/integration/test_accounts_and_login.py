@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, RelayFactory, bearer, login, register
+from tests.conftest import PASSWORD, RelayFactory, bearer, login, register, signed_up
 
 
 async def test_register_creates_an_account(client: httpx.AsyncClient) -> None:
@@ -65,8 +65,7 @@ async def test_login_without_device_registers_one(client: httpx.AsyncClient) -> 
 
 async def test_login_with_device_id_reuses_the_device(client: httpx.AsyncClient) -> None:
     """Logging in again on a known device opens a new session on it."""
-    await register(client, "alice")
-    first = await login(client, "alice")
+    first = await signed_up(client, "alice")
     second = await login(client, "alice", device_id=first["device_id"])
     assert second["device_id"] == first["device_id"]
     assert second["session_id"] != first["session_id"]
@@ -81,8 +80,7 @@ async def test_login_username_is_case_insensitive(client: httpx.AsyncClient) -> 
 async def test_login_with_someone_elses_device_is_refused(client: httpx.AsyncClient) -> None:
     """404 device_not_found for a device of another account."""
     await register(client, "alice")
-    await register(client, "bob")
-    bobs = await login(client, "bob")
+    bobs = await signed_up(client, "bob")
     response = await client.post(
         "/api/login",
         json={"username": "alice", "password": PASSWORD, "device_id": bobs["device_id"]},

@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from relay.store import StoreUnavailable
-from tests.conftest import RelayFactory, alice_and_bob, login, register
+from tests.conftest import RelayFactory, alice_and_bob, login, register, signed_up
 from tests.wsclient import WsClient, connect
 
 
@@ -132,8 +132,7 @@ async def test_a_frozen_client_is_cut_off_and_others_are_unharmed(
         queue__max_per_sender=100_000,
     )
     alice, bob = await alice_and_bob(http)
-    await register(http, "carol")
-    carol = await login(http, "carol")
+    carol = await signed_up(http, "carol")
     url = f"ws://127.0.0.1:{relay.bound.ws_port}/ws"
     child = subprocess.Popen(
         [sys.executable, "-c", FROZEN_CLIENT, url, bob["access_token"]],

@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.conftest import LogCapture, Relay, RelayFactory, bearer, login, register
+from tests.conftest import LogCapture, Relay, RelayFactory, bearer, login, register, signed_up
 
 NESTED = b"[" * 1000 + b"]" * 1000
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -43,8 +43,7 @@ async def test_deeply_nested_key_upload_is_400_invalid_json(
     client: httpx.AsyncClient, logs: LogCapture
 ) -> None:
     """PUT /api/keys with 1,000 nested arrays is invalid_json too."""
-    await register(client, "alice")
-    grant = await login(client, "alice")
+    grant = await signed_up(client, "alice")
     response = await client.put("/api/keys", content=NESTED, headers=bearer(grant))
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_json"

@@ -5,7 +5,16 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, SECRET, LogCapture, RelayFactory, bearer, login, register
+from tests.conftest import (
+    PASSWORD,
+    SECRET,
+    LogCapture,
+    RelayFactory,
+    bearer,
+    login,
+    register,
+    signed_up,
+)
 
 
 async def test_request_id_is_generated(client: httpx.AsyncClient) -> None:
@@ -189,8 +198,7 @@ async def test_metrics_count_requests_logins_and_limits(relay_with: RelayFactory
 
 async def test_no_secret_ever_reaches_the_logs(client: httpx.AsyncClient, logs: LogCapture) -> None:
     """Run every auth flow, then grep the logs for passwords, tokens and the JWT secret."""
-    await register(client, "alice")
-    grant = await login(client, "alice")
+    grant = await signed_up(client, "alice")
     await client.post("/api/login", json={"username": "alice", "password": "wrong-password-1"})
     fresh = (
         await client.post("/api/token/refresh", json={"refresh_token": grant["refresh_token"]})

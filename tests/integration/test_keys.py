@@ -13,7 +13,15 @@ import trio
 import trio_websocket
 from nacl.signing import SigningKey
 
-from tests.conftest import LogCapture, Relay, RelayFactory, WallClock, bearer, login, register
+from tests.conftest import (
+    LogCapture,
+    Relay,
+    RelayFactory,
+    WallClock,
+    bearer,
+    login,
+    signed_up,
+)
 from tests.keyhelpers import DeviceKeys, b64, make_device_keys
 
 Grant = dict[str, Any]
@@ -24,9 +32,7 @@ UNLIMITED = {"keys__fetch_rate_per_minute": 10_000, "keys__target_fetch_rate_per
 
 
 async def account(client: httpx.AsyncClient, name: str) -> Grant:
-    """Register *name* and log in a first device; the grant carries the username."""
-    await register(client, name)
-    return {**await login(client, name), "username": name}
+    return await signed_up(client, name)
 
 
 async def device(client: httpx.AsyncClient, owner: Grant, name: str) -> Grant:

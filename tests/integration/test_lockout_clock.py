@@ -10,19 +10,19 @@ from __future__ import annotations
 import pytest
 import trio
 
-from relay.auth import AuthError
+from relay.errors import Refused
 from relay.services import Services
 from tests.conftest import PASSWORD
 
 
 async def failures(services: Services, name: str, count: int, ip: str = "10.0.0.1") -> None:
     for _ in range(count):
-        with pytest.raises(AuthError):
+        with pytest.raises(Refused):
             await services.auth.login(name, "wrong-password", ip=ip)
 
 
-async def refusal(services: Services, name: str, password: str, ip: str, **extra: str) -> AuthError:
-    with pytest.raises(AuthError) as caught:
+async def refusal(services: Services, name: str, password: str, ip: str, **extra: str) -> Refused:
+    with pytest.raises(Refused) as caught:
         await services.auth.login(name, password, ip=ip, **extra)
     return caught.value
 
@@ -56,7 +56,7 @@ async def test_failures_older_than_the_window_do_not_count(
 
 async def attempt(services: Services, n: int) -> str:
     """A failed login from one IP (a fresh username each time: no lockout); its code."""
-    with pytest.raises(AuthError) as caught:
+    with pytest.raises(Refused) as caught:
         await services.auth.login(f"user{n}", "wrong-password", ip="10.0.0.9")
     return caught.value.code
 

@@ -10,12 +10,19 @@ import pytest
 
 from relay.app import open_services
 from relay.crypto import InvalidToken
-from tests.conftest import SECRET, Relay, RelayFactory, WallClock, bearer, login, register
+from tests.conftest import (
+    SECRET,
+    Relay,
+    RelayFactory,
+    WallClock,
+    bearer,
+    login,
+    signed_up,
+)
 
 
 async def signed_in(client: httpx.AsyncClient, name: str = "alice") -> dict[str, Any]:
-    await register(client, name)
-    return await login(client, name)
+    return await signed_up(client, name)
 
 
 async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:

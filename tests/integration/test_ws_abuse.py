@@ -13,7 +13,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
-from tests.conftest import Relay, RelayFactory, login, register
+from tests.conftest import Relay, RelayFactory, login, register, signed_up
 from tests.wsclient import connect
 
 
@@ -81,8 +81,7 @@ async def test_one_ip_cannot_hold_more_than_its_pending_sockets(relay_with: Rela
 async def test_authenticated_sockets_stop_counting_as_pending(relay_with: RelayFactory) -> None:
     """Once a socket's token is good it frees its pending slot for the next handshake."""
     relay, http = await relay_with(ws__max_pending_per_ip=2)
-    await register(http, "alice")
-    grant = await login(http, "alice")
+    grant = await signed_up(http, "alice")
     async with AsyncExitStack() as stack:
         for _ in range(4):
             ws = await stack.enter_async_context(connect(relay, grant["access_token"]))
@@ -96,8 +95,7 @@ async def test_simultaneous_handshakes_never_exceed_the_per_user_cap(
     relay, http = await relay_with(
         ws__max_connections_per_user=5, ws__handshake_burst=100, ws__handshake_rate_per_minute=600
     )
-    await register(http, "alice")
-    grant = await login(http, "alice")
+    grant = await signed_up(http, "alice")
     outcomes: list[str] = []
     async with AsyncExitStack() as stack:
         for _ in range(3):
@@ -143,8 +141,7 @@ async def test_the_handshake_burst_never_exceeds_the_per_minute_limit(
 ) -> None:
     """With 10 per minute (burst 20 configured), 40 simultaneous handshakes admit at most 10."""
     relay, http = await relay_with(ws__handshake_rate_per_minute=10, ws__handshake_burst=20)
-    await register(http, "alice")
-    grant = await login(http, "alice")
+    grant = await signed_up(http, "alice")
     statuses: list[int] = []
 
     async def attempt() -> None:
@@ -187,8 +184,7 @@ async def test_a_users_devices_share_one_send_rate(relay_with: RelayFactory) -> 
 async def test_handshakes_per_user_are_limited_from_any_ip(relay_with: RelayFactory) -> None:
     """ws.handshake_rate_per_user_per_minute holds however many IPs the user comes from."""
     relay, http = await relay_with(ws__handshake_rate_per_user_per_minute=3)
-    await register(http, "alice")
-    grant = await login(http, "alice")
+    grant = await signed_up(http, "alice")
     for _ in range(3):
         async with connect(relay, grant["access_token"]) as ws:
             await ws.expect("ready")

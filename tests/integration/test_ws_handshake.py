@@ -9,13 +9,19 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected
 
-from tests.conftest import LogCapture, Relay, RelayFactory, WallClock, bearer, login, register
+from tests.conftest import (
+    LogCapture,
+    Relay,
+    RelayFactory,
+    WallClock,
+    bearer,
+    signed_up,
+)
 from tests.wsclient import connect
 
 
 async def account(client: httpx.AsyncClient, name: str = "alice") -> dict[str, Any]:
-    await register(client, name)
-    return await login(client, name)
+    return await signed_up(client, name)
 
 
 async def refused(relay: Relay, token: str | None = None, **options: Any) -> ConnectionRejected:
@@ -288,8 +294,7 @@ async def test_over_limit_sources_are_shed_at_accept(
 async def test_shedding_one_source_leaves_others_alone(relay_with: RelayFactory) -> None:
     """A flooding IP is shed while another source still gets through."""
     relay, http = await relay_with(ws__handshake_rate_per_minute=1, ws__handshake_burst=1)
-    await register(http, "alice")
-    grant = await login(http, "alice")
+    grant = await signed_up(http, "alice")
     await refused(relay, "garbage")
     assert (await refused(relay, "garbage")).status_code == 429
     stream = await trio.open_tcp_stream("127.0.0.1", relay.bound.ws_port, local_address="127.0.0.2")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
-from relay.config import Config, ConfigError, load_config
+from relay.config import (
+    Config,
+    ConfigError,
+    Secret,
+    Synchronous,
+    load_config,
+    parse_duration,
+    sections,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -132,12 +139,72 @@ def test_example_file_lists_every_key_with_its_default(tmp_path: Path) -> None:
     ]
     uncommented = write(tmp_path, "\n".join(lines))
     assert load_config(uncommented) == Config()
-    for section in dataclasses.fields(Config):
-        for key in dataclasses.fields(getattr(Config(), section.name)):
-            assert f"# {key.name} = " in example.read_text(), f"{section.name}.{key.name}"
+    for section, struct in sections().items():
+        assert f"[{section}]" in example.read_text(), section
+        for key in struct.__struct_fields__:
+            assert f"# {key} = " in example.read_text(), f"{section}.{key}"
 
 
 def test_replace_changes_one_key() -> None:
     """Config.replace(section__key=value) returns a copy with that key changed."""
     config = load_config().replace(ws__port=1)
     assert config.ws.port == 1 and load_config().ws.port == 8765
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("900", 900.0), ("2.5", 2.5), ("500ms", 0.5), ("10s", 10.0), ("15m", 900.0),
+     ("12h", 43_200.0), ("30d", 2_592_000.0), ("1h30m", 5_400.0), (" 15 m ", 900.0)],
+)
+def test_durations_are_read_with_their_unit(text: str, seconds: float) -> None:
+    """A duration is seconds, or a number with ms, s, m, h or d (several may follow)."""
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "15x", "15mm", "-5s", "1h 2"])
+def test_a_malformed_duration_is_refused(text: str) -> None:
+    """Anything else is an error, and from the environment it names its key."""
+    with pytest.raises(ValueError):
+        parse_duration(text)
+    if text:
+        with pytest.raises(ConfigError, match=r"^auth\.access_token_ttl \(from RELAY_AUTH_"):
+            load_config(env={"RELAY_AUTH_ACCESS_TOKEN_TTL": text})
+
+
+def test_durations_in_the_file_and_the_environment(tmp_path: Path) -> None:
+    """"15m" in relay.toml and "2h" in the environment are seconds inside."""
+    path = write(tmp_path, '[auth]\naccess_token_ttl = "15m"\nlockout_window = "1h"\n')
+    config = load_config(path, {"RELAY_QUEUE_TTL": "2h"})
+    assert (config.auth.access_token_ttl, config.auth.lockout_window) == (900.0, 3_600.0)
+    assert config.queue.ttl == 7_200.0
+
+
+def test_a_zero_duration_is_refused() -> None:
+    """Durations are positive: 0s would disable a timeout by accident."""
+    with pytest.raises(ConfigError, match=r"^http\.idle_timeout"):
+        load_config(env={"RELAY_HTTP_IDLE_TIMEOUT": "0s"})
+
+
+def test_secrets_never_show_in_a_repr() -> None:
+    """The JWT secret and DSNs print as [redacted]."""
+    config = load_config(env={"JWT_SECRET": "x" * 40})
+    assert "x" * 40 not in repr(config)
+    assert repr(Secret("hunter2hunter2")) == "'[redacted]'"
+
+
+def test_synchronous_is_an_enum_validated_once() -> None:
+    """store.synchronous takes full or normal, as the store's own type."""
+    assert load_config(env={"RELAY_STORE_SYNCHRONOUS": "normal"}).store.synchronous is (
+        Synchronous.NORMAL
+    )
+    with pytest.raises(ConfigError, match=r"^store\.synchronous"):
+        load_config(env={"RELAY_STORE_SYNCHRONOUS": "off"})
+
+
+def test_each_part_is_handed_its_section() -> None:
+    """Config is frozen; replace() validates what it changes."""
+    config = load_config()
+    with pytest.raises(AttributeError):
+        config.http.port = 1  # type: ignore[misc]
+    with pytest.raises(ConfigError, match=r"^http\.port"):
+        config.replace(http__port=70_000)

@@ -12,12 +12,12 @@ from nacl.signing import SigningKey
 
 from relay.crypto import (
     BadKey,
-    bundle_dict,
     decode_b64,
     encode_b64,
     parse_key_upload,
     verify_signed_prekey,
 )
+from relay.http._keys_routes import bundle_dict
 from relay.store import Bundle, OneTimePrekey, SignedPrekey
 from tests.keyhelpers import (
     make_device_keys,

@@ -134,15 +134,19 @@ async def bodies(store: Store, device: Device, after_seq: int = 0, limit: int = 
 
 
 async def test_ping_returns_when_the_store_answers(store: Store) -> None:
-    """An open store answers ping."""
-    await store.ping()
+    """An open store answers ping (None), and goes on serving."""
+    assert await store.ping() is None
+    user = await new_user(store)
+    assert await store.get_user(user.id) == user
 
 
 async def test_aclose_is_idempotent(backend: Backend) -> None:
-    """Closing twice is harmless."""
+    """Closing twice is harmless; the store stays closed (unavailable)."""
     async with backend.open() as store:
         await store.aclose()
         await store.aclose()
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
 
 
 # -- users --------------------------------------------------------------------
@@ -559,8 +563,13 @@ async def test_touch_session_records_use_of_session_and_device(store: Store) -> 
 
 
 async def test_touch_unknown_session_is_ignored(store: Store) -> None:
-    """Touching a session that does not exist does nothing and does not raise."""
-    await store.touch_session("no-such-session", T0)
+    """Touching a session that does not exist changes nothing and does not raise."""
+    user = await new_user(store)
+    device = await new_device(store, user)
+    session = await new_session(store, device)
+    await store.touch_session("no-such-session", T0 + HOUR)
+    assert await store.list_sessions(user.id, T0) == [session]
+    assert await store.list_devices(user.id) == [device]
 
 
 # -- keys ---------------------------------------------------------------------
@@ -1217,8 +1226,9 @@ async def test_sqlite_write_locked_by_another_process_is_unavailable(tmp_path: P
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         try:
-            with pytest.raises(StoreUnavailable, match="locked"):
+            with pytest.raises(StoreUnavailable) as caught:
                 await new_user(store)
+            assert "locked" in caught.value.detail
         finally:
             other.execute("ROLLBACK")
             other.close()

@@ -75,10 +75,9 @@ async def test_batched_send_on_a_closed_connection_raises_connection_closed() ->
     """After the peer is gone, a batched send raises ConnectionClosed like send_message."""
     async with websocket_pair() as (server, client, _):
         await client.aclose()
+        await trio.testing.wait_all_tasks_blocked()  # the server has seen the close
         with pytest.raises(ConnectionClosed):
-            for _ in range(3):  # the close may need a moment to be seen
-                await send_frames(server, ["a", "b"])
-                await trio.sleep(0.01)
+            await send_frames(server, ["a", "b"])
 
 
 async def test_release_reader_frees_a_reader_blocked_on_a_full_queue() -> None:

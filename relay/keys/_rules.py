@@ -1,4 +1,4 @@
-"""Key distribution rules shared by the HTTP API and the wiring: pure, no I/O.
+"""Key distribution rules: pure, no I/O.
 
 The bucket key of a fetch target (the limits themselves are
 ``relay.limits.names.KEYS_FETCH`` and ``KEYS_TARGET``), and the low-water
@@ -7,7 +7,7 @@ rule that decides when a device is told to upload more one-time prekeys.
 
 from __future__ import annotations
 
-from .store import Bundle
+from ..store import Bundle
 
 
 def target_key(username: str, device_id: str | None) -> str:
