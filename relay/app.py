@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import trio
 
-from .auth import AuthService
+from .auth import AccountService, AuthService, LoginGuard
 from .bus import Bus, LocalBus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
@@ -93,6 +93,9 @@ async def open_services(
             config.auth, store, limits, bus, hasher, tokens, metrics, log, wall_clock, limits_clock
         )
         await auth.restore_revocations()
+        accounts = AccountService(
+            config.auth, store, hasher, LoginGuard(limits), auth.revoker, log, wall_clock
+        )
         keys = KeyService(config.keys, store, limits, bus, metrics, log, wall_clock)
         yield Services(
             config=config,
@@ -101,6 +104,7 @@ async def open_services(
             hasher=hasher,
             tokens=tokens,
             auth=auth,
+            accounts=accounts,
             keys=keys,
             bus=bus,
             metrics=metrics,

@@ -122,6 +122,7 @@ class AuthConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     session_max_age: Seconds = 90 * DAYS  # refresh never extends a session past this
     open_registration: bool = True
     registration_rate_per_hour: Count = 20  # per IP
+    username_quarantine: Seconds = 90 * DAYS  # a deleted account's name stays unavailable
     login_rate_per_minute: Count = 60
     lockout_threshold: Count = 5  # failures per (username, IP) ...
     lockout_user_threshold: Count = 50  # ... and per username from anywhere (then guarded)

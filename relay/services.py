@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .auth import AuthService
+from .auth import AccountService, AuthService
 from .bus import Bus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
@@ -26,6 +26,7 @@ class Services:
     hasher: PasswordHasher
     tokens: TokenService
     auth: AuthService
+    accounts: AccountService
     keys: KeyService
     bus: Bus
     metrics: Metrics

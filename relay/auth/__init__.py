@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ._accounts import AccountService as AccountService
 from ._bearer import bearer_token as bearer_token
+from ._login_guard import LoginGuard as LoginGuard
 from ._origin import origin_allowed as origin_allowed
 from ._service import AuthService as AuthService
 from ._service import Grant as Grant

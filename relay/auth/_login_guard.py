@@ -69,6 +69,11 @@ class LoginGuard:
         guard = await self._limits.record_failure(names.LOGIN_FAILURES_USER, name)
         return pair_lock, guard
 
+    async def unlock(self, name: str) -> int:
+        """Lift every lock on *name*: its guard and its pairs (an operator's call)."""
+        lifted = await self._limits.unlock(names.LOGIN_FAILURES_USER, name)
+        return int(lifted) + await self._limits.unlock_prefix(names.LOGIN_FAILURES, f"{name}|")
+
     async def succeeded(self, name: str, ip: str) -> None:
         """Forget this pair's failures and remember *ip* as a known source of *name*."""
         await self._limits.clear_failures(names.LOGIN_FAILURES, _pair(name, ip))

@@ -7,10 +7,11 @@ talks to the Store and Limits ports and never to a socket.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..bus import Bus, SessionRevoked
+from ..bus import Bus
 from ..config import AuthConfig
 from ..crypto import (
     MAX_PASSWORD_CHARS,
@@ -27,10 +28,12 @@ from ..limits import Limits, names
 from ..obs import Logger, LogSampler, Metrics
 from ..store import Device, RefreshOutcome, Session, Store, User, UsernameTaken
 from ._login_guard import LoginGuard
+from ._revoker import Revoker
 
 USERNAME = re.compile(r"[a-z0-9_.\-]{3,32}")
 # Names that collide with API paths (GET /api/keys/count vs /api/keys/{username}).
 RESERVED_USERNAMES = frozenset({"count"})
+SEEN_EVERY = 60.0  # seconds between two last-seen writes for one session
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,8 @@ class AuthService:
         self._log = log
         self._clock = wall_clock
         self._sampler = LogSampler(clock)  # one ratelimit.login line per IP per 10 s
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self.revoker = Revoker(limits, bus, metrics, log, tokens.access_ttl)
         self._guard = LoginGuard(limits)
 
     async def restore_revocations(self) -> int:
@@ -297,14 +302,26 @@ class AuthService:
         sessions = await self._store.delete_device(user_id, device_id, self._clock())
         if sessions is None:
             return False
-        for session_id in sessions:
-            await self._revoke_tokens(session_id, "device_deleted")
+        await self.revoker.revoke(sessions, "device_deleted")
         self._log.info("auth.device_deleted", user_id=user_id, device_id=device_id)
         return True
 
     async def _revoke_tokens(self, session_id: str, reason: str) -> None:
-        await self._limits.revoke(session_id, self._tokens.access_ttl)
-        self._metrics.sessions_revoked.labels(reason).inc()
-        self._log.warning("session.revoked", session_id=session_id, reason=reason)
-        # Whichever process holds the session's sockets closes them (4003).
-        await self._bus.publish(SessionRevoked(session_id, reason))
+        await self.revoker.revoke([session_id], reason)
+
+    # -- last seen ------------------------------------------------------
+    async def note_seen(self, session_id: str) -> None:
+        """Record that the session (and its device) was used now; at most once a minute.
+
+        Called on authenticated requests and WebSocket connects and closes;
+        the throttle keeps it from costing a store write per request.
+        """
+        now = self._clock()  # wall time: it is what is stored, and a rate is a rate
+        last = self._seen.get(session_id)
+        if last is not None and 0 <= now - last < SEEN_EVERY:
+            return
+        self._seen[session_id] = now
+        self._seen.move_to_end(session_id)
+        if len(self._seen) > 100_000:
+            self._seen.popitem(last=False)
+        await self._store.touch_session(session_id, now)

@@ -14,7 +14,7 @@ from ..crypto import AccessClaims, InvalidToken
 from ..errors import NotAuthenticated
 from ..net import source_of
 from ..services import Services
-from ._bodies import Credentials, LoginBody, RefreshBody
+from ._bodies import Credentials, LoginBody, PasswordChange, PasswordConfirmation, RefreshBody
 from ._errors import json_response, read_body
 
 P = ParamSpec("P")
@@ -43,6 +43,7 @@ def requires_auth(
             except InvalidToken as exc:
                 services.log.warning("auth.token_rejected", reason=exc.reason)
                 raise _unauthorized(f"the access token is not valid ({exc.reason})") from None
+            await services.auth.note_seen(g.claims.session_id)
             return await handler(*args, **kwargs)
 
         return wrapper
@@ -105,4 +106,26 @@ def register_auth_routes(app: Quart, services: Services) -> None:
     async def logout() -> Response:
         claims = bearer_claims()
         await auth.revoke_session(claims.session_id, "logout", claims.user_id)
+        return Response(status=204)
+
+    @app.post("/api/logout/all")
+    @requires_auth(services)
+    async def logout_all() -> Response:
+        await services.accounts.logout_all(bearer_claims())
+        return Response(status=204)
+
+    @app.post("/api/account/password")
+    @requires_auth(services)
+    async def change_password() -> Response:
+        body = await read_body(PasswordChange)
+        await services.accounts.change_password(
+            bearer_claims(), body.old_password, body.new_password, client_ip()
+        )
+        return Response(status=204)
+
+    @app.post("/api/account/delete")
+    @requires_auth(services)
+    async def delete_account() -> Response:
+        body = await read_body(PasswordConfirmation)
+        await services.accounts.delete_account(bearer_claims(), body.password, client_ip())
         return Response(status=204)

@@ -22,5 +22,14 @@ class LoginBody(msgspec.Struct, frozen=True):
     device_name: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
+class PasswordChange(msgspec.Struct, frozen=True):
+    old_password: _Text
+    new_password: _Text
+
+
+class PasswordConfirmation(msgspec.Struct, frozen=True):
+    password: _Text
+
+
 class RefreshBody(msgspec.Struct, frozen=True):
     refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]

@@ -114,6 +114,13 @@ class Lockout:
             return self._policy.duration
         return None
 
+    def unlock_prefix(self, prefix: str) -> int:
+        """:meth:`unlock` every key starting with *prefix*; how many had state."""
+        keys = [key for key in self._states if key.startswith(prefix)]
+        for key in keys:
+            del self._states[key]
+        return len(keys)
+
     def unlock(self, key: str) -> bool:
         """Forget *key*'s failures and lift its lock (an operator's call); True if it had state."""
         return self._states.pop(key, None) is not None

@@ -112,6 +112,10 @@ class MemoryLimits:
         """Lift the key's lock and forget its failures; True if there was any."""
         return self._lockout(lockout).unlock(bounded_key(key))
 
+    async def unlock_prefix(self, lockout: str, prefix: str) -> int:
+        """Lift every lock whose key starts with *prefix* (e.g. ``"alice|"``); how many."""
+        return self._lockout(lockout).unlock_prefix(prefix)
+
     def _lockout(self, name: str) -> Lockout:
         try:
             return self._lockouts[name]

@@ -86,6 +86,9 @@ class Limits(Protocol):
     async def unlock(self, lockout: str, key: str) -> bool:
         """Lift the key's lock and forget its failures; True if there was any."""
 
+    async def unlock_prefix(self, lockout: str, prefix: str) -> int:
+        """Lift every lock whose key starts with *prefix*; how many there were."""
+
     async def remember(self, key: str, member: str, ttl: float) -> None:
         """Know *member* under *key* (e.g. an IP a user logged in from) for *ttl* seconds."""
 

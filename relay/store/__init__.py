@@ -24,5 +24,6 @@ from ._port import StoreError as StoreError
 from ._port import StoreUnavailable as StoreUnavailable
 from ._port import User as User
 from ._port import UsernameTaken as UsernameTaken
+from ._port import UserSummary as UserSummary
 from ._sqlite import SQLiteStore as SQLiteStore
 from ._sqlite import open_sqlite_store as open_sqlite_store

@@ -133,7 +133,15 @@ UPDATE queue SET sender_user_id =
 CREATE INDEX queue_by_sender ON queue(device_id, sender_user_id);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# v3: usernames of deleted accounts, not to be registered again before `until`.
+_V3 = """
+CREATE TABLE retired_usernames (
+    username TEXT PRIMARY KEY,
+    until    REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 """Ordered scripts; the schema version is the number applied."""
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -62,6 +62,17 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class UserSummary:
+    """One line of ``relay user list``."""
+
+    id: str
+    username: str
+    created_at: float
+    devices: int
+    last_seen_at: float | None  # the most recent of its devices; None without devices
+
+
+@dataclass(frozen=True, slots=True)
 class Device:
     id: str
     user_id: str
@@ -173,11 +184,28 @@ class Store(Protocol):
 
     # -- accounts -------------------------------------------------------
     async def create_user(self, username: str, password_hash: bytes, now: float) -> User:
-        """Create a user; raise :class:`UsernameTaken` if the name exists."""
+        """Create a user; raise :class:`UsernameTaken` if the name exists or is retired."""
 
     async def get_user(self, user_id: str) -> User | None: ...
 
     async def get_user_by_name(self, username: str) -> User | None: ...
+
+    async def list_users(self) -> list[UserSummary]:
+        """Every account, by username (for operators)."""
+
+    async def set_password(self, user_id: str, password_hash: bytes) -> bool:
+        """Replace the user's password hash; False if there is no such user."""
+
+    async def delete_user(
+        self, user_id: str, now: float, retire_until: float
+    ) -> list[str] | None:
+        """Delete the account with its devices, sessions, keys and queues.
+
+        Messages other users sent to it go too; messages it sent stay with
+        their recipients. The username cannot be registered again before
+        *retire_until*. Returns the ids of the sessions that were active
+        (the caller revokes their tokens), or None if there is no such user.
+        """
 
     # -- devices --------------------------------------------------------
     async def create_device(self, user_id: str, name: str, now: float) -> Device: ...
@@ -240,6 +268,11 @@ class Store(Protocol):
         active session (for that user).
         """
 
+    async def revoke_user_sessions(
+        self, user_id: str, now: float, keep: str | None = None
+    ) -> list[str]:
+        """Revoke every active session of the user except *keep*; their ids."""
+
     async def revoked_since(self, since: float) -> list[Session]:
         """Sessions revoked at or after *since* (to rebuild revocation lists)."""
 
@@ -292,5 +325,9 @@ class Store(Protocol):
     async def ack_many(self, acks: Sequence[tuple[str, Sequence[str]]]) -> int:
         """:meth:`ack` for several (device, message ids) pairs in one transaction."""
 
+    async def queue_depths(self, limit: int) -> list[tuple[str, str, int]]:
+        """The *limit* longest device queues: (device id, username, messages)."""
+
     async def purge_expired(self, now: float) -> int:
-        """Drop queued messages past their expiry; return how many."""
+        """Drop queued messages past their expiry (and expired username
+        retirements); return how many queued copies went."""

@@ -20,6 +20,7 @@ from ..config import Synchronous
 from ..crypto import KeyUpload
 from . import _sqlite_accounts as accounts
 from . import _sqlite_keys as keys
+from . import _sqlite_lifecycle as lifecycle
 from . import _sqlite_messages as queue
 from ._migrations import migrate
 from ._port import (
@@ -36,6 +37,7 @@ from ._port import (
     StoreError,
     StoreUnavailable,
     User,
+    UserSummary,
 )
 
 if TYPE_CHECKING:
@@ -177,6 +179,18 @@ class SQLiteStore:
     async def get_user_by_name(self, username: str) -> User | None:
         return await self._read(lambda c: accounts.get_user_by_name(c, username))
 
+    async def list_users(self) -> list[UserSummary]:
+        return await self._read(lifecycle.list_users)
+
+    async def set_password(self, user_id: str, password_hash: bytes) -> bool:
+        return await self._write(lambda c: lifecycle.set_password(c, user_id, password_hash))
+
+    async def delete_user(
+        self, user_id: str, now: float, retire_until: float
+    ) -> list[str] | None:
+        """Delete the account and all that is its; see the port. One transaction."""
+        return await self._write(lambda c: lifecycle.delete_user(c, user_id, now, retire_until))
+
     # -- devices ----------------------------------------------------------
     async def create_device(self, user_id: str, name: str, now: float) -> Device:
         """Create a device seen at *now*; raise :class:`StoreError` for an unknown user."""
@@ -248,6 +262,12 @@ class SQLiteStore:
     ) -> Session | None:
         """Revoke the active session (of *user_id*, if given); return it as it was."""
         return await self._write(lambda c: accounts.revoke_session(c, session_id, now, user_id))
+
+    async def revoke_user_sessions(
+        self, user_id: str, now: float, keep: str | None = None
+    ) -> list[str]:
+        """Revoke every active session of the user except *keep*; their ids."""
+        return await self._write(lambda c: lifecycle.revoke_user_sessions(c, user_id, now, keep))
 
     async def revoked_since(self, since: float) -> list[Session]:
         """Sessions revoked at or after *since*, oldest revocation first."""
@@ -322,6 +342,10 @@ class SQLiteStore:
 
         return await self._write(ack_all)
 
+    async def queue_depths(self, limit: int) -> list[tuple[str, str, int]]:
+        """The *limit* longest device queues: (device id, username, messages)."""
+        return await self._read(lambda c: queue.queue_depths(c, limit))
+
     async def purge_expired(self, now: float) -> int:
         """Drop messages with ``expires_at <= now``; return how many queued copies went.
 
@@ -331,6 +355,7 @@ class SQLiteStore:
 
         def purge(c: sqlite3.Connection) -> int:
             accounts.purge_dead_sessions(c, now)
+            lifecycle.purge_retired(c, now)
             return queue.purge_expired(c, now)
 
         return await self._write(purge)

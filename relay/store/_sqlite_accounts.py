@@ -41,6 +41,11 @@ def create_user(conn: sqlite3.Connection, username: str, password_hash: bytes, n
     # Checked first for a clean error; the UNIQUE constraint still backs it.
     if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
         raise UsernameTaken(username)
+    retired = conn.execute(
+        "SELECT 1 FROM retired_usernames WHERE username = ? AND until > ?", (username, now)
+    ).fetchone()
+    if retired is not None:
+        raise UsernameTaken(username)  # a deleted account's name, still quarantined
     user = User(id=new_id(), username=username, password_hash=password_hash, created_at=now)
     conn.execute(
         "INSERT INTO users (id, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
@@ -129,28 +134,41 @@ def delete_device(
     ).fetchone()
     if owned is None:
         return None
-    active = [
-        str(r[0])
-        for r in conn.execute(
-            "SELECT id FROM sessions WHERE device_id = ? AND revoked_at IS NULL"
-            " AND expires_at > ? ORDER BY created_at, rowid",
-            (device_id, now),
-        )
-    ]
-    # Deleting the rows would make these sessions vanish from revoked_since(),
-    # so a revocation list rebuilt after a restart would forget them while
-    # their access tokens are still valid: keep a revoked copy until expiry.
-    conn.execute(
-        "INSERT OR REPLACE INTO deleted_sessions"
-        " (id, user_id, device_id, created_at, last_used_at, expires_at, revoked_at)"
-        " SELECT id, user_id, device_id, created_at, last_used_at, expires_at,"
-        " coalesce(revoked_at, ?) FROM sessions"
-        " WHERE device_id = ? AND (revoked_at IS NOT NULL OR expires_at > ?)",
-        (now, device_id, now),
-    )
+    active = retire_sessions(conn, "device_id", device_id, now)
     # ON DELETE CASCADE takes the sessions (and their refresh tokens), the
     # keys and the queued copies with it.
     conn.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+    return active
+
+
+# Built once, at import, from the two column names below: no input ever
+# reaches the SQL text.
+_ACTIVE_SESSIONS = {
+    column: f"SELECT id FROM sessions WHERE {column} = ? AND revoked_at IS NULL"  # noqa: S608
+    " AND expires_at > ? ORDER BY created_at, rowid"
+    for column in ("device_id", "user_id")
+}
+_KEEP_REVOKED_COPIES = {
+    column: "INSERT OR REPLACE INTO deleted_sessions"  # noqa: S608
+    " (id, user_id, device_id, created_at, last_used_at, expires_at, revoked_at)"
+    " SELECT id, user_id, device_id, created_at, last_used_at, expires_at,"
+    f" coalesce(revoked_at, ?) FROM sessions WHERE {column} = ?"
+    " AND (revoked_at IS NOT NULL OR expires_at > ?)"
+    for column in ("device_id", "user_id")
+}
+
+
+def retire_sessions(
+    conn: sqlite3.Connection, column: str, value: str, now: float
+) -> list[str]:
+    """Before sessions are deleted (with their device or user, by *column*): their active ids.
+
+    Deleting the rows would make these sessions vanish from revoked_since(),
+    so a revocation list rebuilt after a restart would forget them while
+    their access tokens are still valid: keep a revoked copy until expiry.
+    """
+    active = [str(r[0]) for r in conn.execute(_ACTIVE_SESSIONS[column], (value, now))]
+    conn.execute(_KEEP_REVOKED_COPIES[column], (now, value, now))
     return active
 
 

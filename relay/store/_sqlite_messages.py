@@ -212,6 +212,16 @@ def ack(conn: sqlite3.Connection, device_id: str, message_ids: Sequence[str]) ->
     return cursor.rowcount
 
 
+def queue_depths(conn: sqlite3.Connection, limit: int) -> list[tuple[str, str, int]]:
+    rows = conn.execute(
+        "SELECT q.device_id, u.username, count(*) AS n FROM queue AS q"
+        " JOIN devices AS d ON d.id = q.device_id JOIN users AS u ON u.id = d.user_id"
+        " GROUP BY q.device_id ORDER BY n DESC, q.device_id LIMIT ?",
+        (max(limit, 0),),
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+
 def purge_expired(conn: sqlite3.Connection, now: float) -> int:
     """Drop expired messages; return how many undelivered copies went with them."""
     copies = conn.execute(

@@ -36,6 +36,7 @@ from ..net import (
     source_of,
 )
 from ..services import Services
+from ..store import StoreUnavailable
 from ._connection import Connection, ConnectionContext
 from ._frames import AuthFrame, FrameError, decode_frame
 from ._gate import HandshakeGate, Refusal
@@ -254,9 +255,19 @@ class WsServer:
         conn = Connection(ws, claims, user.username, self._ctx)
         self.registry.add(conn)
         try:
+            await self._note_seen(claims.session_id)
             await conn.run()
         finally:
             self.registry.remove(conn)
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await self._note_seen(claims.session_id)
+
+    async def _note_seen(self, session_id: str) -> None:
+        """The device's last_seen_at; a store that fails here costs the user nothing."""
+        try:
+            await self._services.auth.note_seen(session_id)
+        except StoreUnavailable:
+            self._log.warning("ws.last_seen_unrecorded")
 
 
 def _ip(request: WebSocketRequest) -> str:

@@ -1273,3 +1273,100 @@ async def test_sqlite_accepted_message_survives_kill_9(tmp_path: Path) -> None:
     device_id, message_id = died.stdout.decode().split()
     async with open_sqlite_store(path) as store:
         assert [m.message_id for m in await store.pending(device_id, 0, 10)] == [message_id]
+
+
+# -- account lifecycle ----------------------------------------------------------
+
+
+async def test_list_users_by_name_with_devices_and_last_seen(store: Store) -> None:
+    """Every account, by username, with its device count and latest last_seen_at."""
+    bob = await new_user(store, "bob")
+    alice = await new_user(store, "alice")
+    await new_device(store, bob, now=T0 + 5)
+    await new_device(store, bob, now=T0 + 9)
+    users = await store.list_users()
+    assert [(u.username, u.devices, u.last_seen_at) for u in users] == [
+        ("alice", 0, None),
+        ("bob", 2, T0 + 9),
+    ]
+    assert users[0].id == alice.id and users[1].id == bob.id
+
+
+async def test_set_password_replaces_the_hash(store: Store) -> None:
+    """The new hash is stored; an unknown user is False."""
+    user = await new_user(store)
+    assert await store.set_password(user.id, b"new-hash")
+    stored = await store.get_user(user.id)
+    assert stored is not None and stored.password_hash == b"new-hash"
+    assert not await store.set_password("no-such-user", b"x")
+
+
+async def test_revoke_user_sessions_keeps_the_one_asked(store: Store) -> None:
+    """Every other active session is revoked and listed; the kept one stays active."""
+    user = await new_user(store)
+    phone, laptop = await new_device(store, user, "phone"), await new_device(store, user, "laptop")
+    kept = await new_session(store, phone, b"r1")
+    other = await new_session(store, laptop, b"r2")
+    assert await store.revoke_user_sessions(user.id, T0 + 1, keep=kept.id) == [other.id]
+    assert [s.id for s in await store.list_sessions(user.id, T0 + 1)] == [kept.id]
+    assert [s.id for s in await store.revoked_since(T0)] == [other.id]
+    assert await store.revoke_user_sessions(user.id, T0 + 2) == [kept.id]
+
+
+async def test_delete_user_takes_everything_that_is_its(store: Store, cast: Cast) -> None:
+    """Devices, sessions, keys and queued messages go; live sessions stay revoked for restarts."""
+    session = await new_session(store, cast.bob_phone, b"r1")
+    await store.put_keys(cast.bob_phone.id, keys(one_time_ids=[1]), T0)
+    await store.enqueue([cast.message("m1")], 100)
+    assert await store.delete_user(cast.bob.id, T0 + 1, T0 + DAY) == [session.id]
+    assert await store.get_user(cast.bob.id) is None
+    assert await store.get_device(cast.bob_phone.id) is None
+    assert await store.get_session(session.id) is None
+    assert await store.pending(cast.bob_phone.id, 0, 10) == []
+    assert await store.fetch_bundles(cast.bob.id, None) == []
+    assert [s.id for s in await store.revoked_since(T0)] == [session.id]
+    assert await store.delete_user(cast.bob.id, T0 + 2, T0 + DAY) is None
+
+
+async def test_delete_user_drops_messages_to_it_and_keeps_those_it_sent(
+    store: Store, cast: Cast
+) -> None:
+    """Alice's message to Bob goes with Bob; Bob's message to Alice stays hers."""
+    [to_bob] = await store.enqueue([cast.message("to-bob")], 100)
+    from_bob = NewMessage(
+        sender_user_id=cast.bob.id, sender_device_id=cast.bob_phone.id, sender_username="bob",
+        client_id="from-bob", recipient_user_id=cast.alice.id,
+        target_device_ids=[cast.alice_phone.id], body="hi alice", sent_at=T0, expires_at=T0 + DAY,
+    )
+    await store.enqueue([from_bob], 100)
+    await store.delete_user(cast.bob.id, T0 + 1, T0 + DAY)
+    assert [m.body for m in await store.pending(cast.alice_phone.id, 0, 10)] == ["hi alice"]
+    [again] = await store.enqueue([cast.message("to-bob")], 100)
+    assert isinstance(again, Enqueued) and not again.duplicate  # its record went with bob
+    assert again.message_id != to_bob.message_id
+
+
+async def test_a_deleted_username_is_quarantined_until_its_time(store: Store) -> None:
+    """Nobody can register the name before retire_until; afterwards anyone can."""
+    user = await new_user(store, "alice")
+    await store.delete_user(user.id, T0, T0 + DAY)
+    with pytest.raises(UsernameTaken):
+        await store.create_user("alice", b"h", T0 + DAY - 1)
+    assert (await store.create_user("alice", b"h", T0 + DAY)).username == "alice"
+
+
+async def test_purge_forgets_expired_quarantines(store: Store) -> None:
+    """After its time the quarantine record is swept."""
+    user = await new_user(store, "alice")
+    await store.delete_user(user.id, T0, T0 + 10)
+    await store.purge_expired(T0 + 10)
+    assert (await store.create_user("alice", b"h", T0 + 10)).username == "alice"
+
+
+async def test_queue_depths_lists_the_longest_queues_first(store: Store, cast: Cast) -> None:
+    """(device, username, count), longest first, at most limit of them."""
+    await store.enqueue([cast.message(f"m{i}", targets=[cast.bob_phone]) for i in range(3)], 100)
+    await store.enqueue([cast.message("all")], 100)
+    phone, laptop = cast.bob_phone.id, cast.bob_laptop.id
+    assert await store.queue_depths(10) == [(phone, "bob", 4), (laptop, "bob", 1)]
+    assert await store.queue_depths(1) == [(cast.bob_phone.id, "bob", 4)]
