@@ -24,7 +24,7 @@ from .. import __version__
 from ..config import Config
 from ..crypto import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
 from ..services import Services
-from ._bodies import Credentials, LoginBody, RefreshBody
+from ._bodies import Credentials, LoginBody, PasswordChange, PasswordConfirmation, RefreshBody
 
 OPENAPI_PATH = "/api/openapi.json"
 
@@ -99,12 +99,21 @@ def _body_errors(*codes_400: str) -> Json:
     }
 
 
-def _bearer(operation: Json) -> Json:
-    """*operation* behind the Bearer check, with its 401."""
+def _bearer(operation: Json, *more_401: str) -> Json:
+    """*operation* behind the Bearer check, with its 401 (and the route's own 401 codes)."""
+    if more_401:
+        challenge = {
+            "description": "`Bearer`, when the error is `invalid_token`.",
+            "schema": {"type": "string", "const": "Bearer"},
+        }
+        description = "No, malformed, forged, expired or revoked access token; or " + ", ".join(
+            more_401
+        )
+    else:
+        challenge = {"$ref": "#/components/headers/WWW-Authenticate"}
+        description = "No, malformed, forged, expired or revoked access token."
     unauthorized = _error(
-        "No, malformed, forged, expired or revoked access token.",
-        "invalid_token",
-        headers={"WWW-Authenticate": {"$ref": "#/components/headers/WWW-Authenticate"}},
+        description, "invalid_token", *more_401, headers={"WWW-Authenticate": challenge}
     )
     return {
         **operation,
@@ -151,6 +160,9 @@ def _paths() -> Json:
         "/api/login": _login(),
         "/api/token/refresh": _token_refresh(),
         "/api/logout": _logout(),
+        "/api/logout/all": _logout_all(),
+        "/api/account/password": _account_password(),
+        "/api/account/delete": _account_delete(),
         "/api/devices": _devices(),
         "/api/devices/{device_id}": _device(),
         "/api/sessions": _sessions(),
@@ -240,6 +252,63 @@ def _logout() -> Json:
                 "Revoke the caller's session (tokens and WebSockets)",
                 {"204": _ok("The session is revoked.")},
             )
+        )
+    }
+
+
+def _logout_all() -> Json:
+    return {
+        "post": _bearer(
+            _operation(
+                "Revoke every session of the account, the caller's too",
+                {"204": _ok("Every session is revoked; their WebSockets close with 4003.")},
+            )
+        )
+    }
+
+
+_CONFIRM_LOCKED = (
+    "Too many failed logins or confirmations for this username from this address.",
+    "locked_out",
+)
+
+
+def _account_password() -> Json:
+    return {
+        "post": _bearer(
+            _operation(
+                "Change the password; every other session of the account ends",
+                {
+                    "204": _ok("The password is changed; the caller's session stays."),
+                    **_body_errors("invalid_password"),
+                    "429": _retry_later(*_CONFIRM_LOCKED),
+                },
+                requestBody=_body(
+                    _ref("PasswordChange"),
+                    "A wrong `old_password` counts as a failed login (the same lockouts).",
+                ),
+            ),
+            "invalid_credentials",
+        )
+    }
+
+
+def _account_delete() -> Json:
+    return {
+        "post": _bearer(
+            _operation(
+                "Delete the account with its devices, sessions, keys and messages",
+                {
+                    "204": _ok("The account is deleted; its username is quarantined."),
+                    **_body_errors(),
+                    "429": _retry_later(*_CONFIRM_LOCKED),
+                },
+                requestBody=_body(
+                    _ref("PasswordConfirmation"),
+                    "The account's password; a wrong one counts as a failed login.",
+                ),
+            ),
+            "invalid_credentials",
         )
     }
 
@@ -445,7 +514,8 @@ _TIME: Json = {"type": "number", "description": "Unix seconds"}
 
 def _schemas(config: Config) -> Json:
     _, bodies = msgspec.json.schema_components(
-        [Credentials, LoginBody, RefreshBody], ref_template="#/components/schemas/{name}"
+        [Credentials, LoginBody, RefreshBody, PasswordChange, PasswordConfirmation],
+        ref_template="#/components/schemas/{name}",
     )
     credentials = bodies["Credentials"]["properties"]
     credentials["username"].update(
@@ -457,6 +527,9 @@ def _schemas(config: Config) -> Json:
     )
     credentials["password"].update(minLength=MIN_PASSWORD_CHARS, maxLength=MAX_PASSWORD_CHARS)
     bodies["LoginBody"]["properties"]["password"]["maxLength"] = MAX_PASSWORD_CHARS
+    bodies["PasswordChange"]["properties"]["new_password"].update(
+        minLength=MIN_PASSWORD_CHARS, maxLength=MAX_PASSWORD_CHARS
+    )
 
     key_32 = {"type": "string", "pattern": _B64_32, "description": "32 bytes, standard base64"}
     key_id = {"type": "integer", "minimum": 0, "maximum": _MAX_KEY_ID}
