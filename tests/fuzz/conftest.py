@@ -32,6 +32,8 @@ REPORT = os.environ.get("RELAY_FUZZ_REPORT")
 # so that they never spend the per-IP login budget of the fuzzer (127.0.0.1).
 HARNESS_ADDRESS = "127.0.0.2"
 FUZZER, PEER = "fuzzer", "fuzzpeer"
+DROP = "fuzzdrop"  # the account of account-wide operations (logout/all, password change)
+DOOMED = "fuzzdoomed"  # the account to delete (its own lockout, so a real password gets through)
 SPARE_SESSIONS = 4
 REFRESH_AFTER = 600  # seconds; access tokens live 900 (auth.access_token_ttl)
 
@@ -103,17 +105,35 @@ class Target:
     spare_device: str  # a second device of FUZZER, to delete
     peer: Session  # PEER's: a device with keys to fetch, and a WebSocket
     tally: Tally
-    logout_token: str | None = None
+    drop: Session  # DROP's: the token of account-wide operations
+    doomed: Session  # DOOMED's: the token of account deletion
+    last: dict[str, str] = field(default_factory=dict)  # the last fresh token, by account
 
-    def token_for_logout(self) -> str:
-        """A fresh session to log out (each logout spends one), or the last one if refused."""
+    def fresh_token(self, username: str, device_id: str) -> str:
+        """A new session of *username* (to be ended), or the last one if a login is refused."""
         response = self.harness.post(
             "/api/login",
-            json={"username": FUZZER, "password": PASSWORD, "device_id": self.primary.device_id},
+            json={"username": username, "password": PASSWORD, "device_id": device_id},
         )
         if response.status_code == 200:
-            self.logout_token = response.json()["access_token"]
-        return self.logout_token or self.primary.access_token()
+            self.last[username] = response.json()["access_token"]
+        return self.last.get(username) or self.primary.access_token()
+
+    def token_for(self, path: str) -> str:
+        """The Bearer token for a request to *path*."""
+        if path == "/api/logout":  # ends the session: a fresh one each time
+            return self.fresh_token(FUZZER, self.primary.device_id)
+        if path == "/api/logout/all":  # ends every session of the account
+            return self.fresh_token(DROP, self.drop.device_id)
+        if path == "/api/account/delete":
+            return self.doomed.access_token()
+        if path.startswith("/api/account/"):
+            return self.drop.access_token()
+        return self.primary.access_token()
+
+    def renew_drop(self) -> None:
+        """A new DROP session (logout/all ended every one before)."""
+        self.drop = Session(self.harness, _grant(self.harness, username=DROP))
 
     def internal_errors(self) -> list[str]:
         """The relay's log lines about internal errors so far."""
@@ -162,7 +182,7 @@ def serving(workdir: Path, tally: Tally, **settings: str) -> Iterator[Target]:
         base_url = f"http://127.0.0.1:{ports['http_port']}"
         transport = httpx.HTTPTransport(local_address=HARNESS_ADDRESS)
         with httpx.Client(base_url=base_url, transport=transport, timeout=10) as harness:
-            for name in (FUZZER, PEER):
+            for name in (FUZZER, PEER, DROP, DOOMED):
                 created = harness.post(
                     "/api/accounts", json={"username": name, "password": PASSWORD}
                 )
@@ -174,6 +194,8 @@ def serving(workdir: Path, tally: Tally, **settings: str) -> Iterator[Target]:
             ]
             spare_device = _grant(harness, username=FUZZER)["device_id"]
             peer = Session(harness, _grant(harness, username=PEER))
+            drop = Session(harness, _grant(harness, username=DROP))
+            doomed = Session(harness, _grant(harness, username=DOOMED))
             upload, _ = make_device_keys(100)
             headers = {"Authorization": f"Bearer {peer.access_token()}"}
             assert harness.put("/api/keys", json=upload, headers=headers).status_code == 200
@@ -187,6 +209,8 @@ def serving(workdir: Path, tally: Tally, **settings: str) -> Iterator[Target]:
                 spare_device,
                 peer,
                 tally,
+                drop,
+                doomed,
             )
     finally:
         process.kill()

@@ -54,10 +54,7 @@ def bearer_auth(target: Target) -> AuthStorage[str]:
 
     class Bearer:
         def get(self, case: Case, context: AuthContext) -> str:
-            if context.operation.path == "/api/logout":
-                return target.token_for_logout()
-            token: str = target.primary.access_token()
-            return token
+            return target.token_for(context.operation.path)
 
         def set(self, case: Case, data: str, context: AuthContext) -> None:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
@@ -92,6 +89,11 @@ def known_values(target: Target, label: str) -> tuple[str, st.SearchStrategy[Any
             "body",
             st.integers(0, 2**31 - 4).map(lambda first: make_device_keys(3, first_key_id=first)[0]),
         ),
+        "POST /api/account/password": (
+            "body",
+            st.just({"old_password": PASSWORD, "new_password": PASSWORD}),
+        ),
+        "POST /api/account/delete": ("body", st.just({"password": PASSWORD})),
         "GET /api/keys/{username}": ("path_parameters", st.just({"username": PEER})),
         "GET /api/keys/{username}/{device_id}": (
             "path_parameters",
@@ -140,5 +142,7 @@ def test_generated_requests_get_documented_answers_and_no_5xx(
         target.tally.record(label, response.status_code)
         case.validate_response(response, checks=CHECKS)
 
+    if label == "POST /api/account/password":
+        target.renew_drop()
     answers_as_documented()
     assert target.internal_errors() == []
