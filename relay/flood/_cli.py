@@ -1,4 +1,6 @@
-"""``relay flood``: its argparse subcommands and the dispatch to each mode.
+"""``relay flood``: parse its command line, run the mode, print the tables, write the JSON.
+
+``relay.cli`` imports this module only for ``relay flood …``.
 
 Exit codes: 0 when the run completed (refusals by the relay are results,
 not errors); 2 for a usage error or a refused target; 1 when the target is
@@ -18,160 +20,20 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from ._common import MAX_SECONDS, FloodError, TargetUnreachable
+from ._args import build_parser
+from ._common import FloodError, TargetUnreachable
 from ._handshake import HandshakeOptions, run_handshake
 from ._idle import IdleOptions, run_idle
 from ._messages import MessagesOptions, run_messages
 from ._report import document, now_iso, write_json
 from ._target import UnsafeTarget, parse_endpoint, parse_source_ips
 
-DEFAULT_WS = "ws://127.0.0.1:8765/ws"
-DEFAULT_HTTP = "http://127.0.0.1:8080"
 SECRET_FLAGS = ("--token",)
-
-SAFETY = (
-    "Targets must be loopback (127.0.0.0/8, ::1, localhost) unless --allow-remote is given; "
-    "on this machine the policy is loopback only."
-)
-DESCRIPTION = """\
-Load-test a relay you operate: WebSocket handshakes, message pairs, or idle
-connections. Every run is bounded (--duration/--hold at most 600 s, optional
---count) and stops by itself. Targets must be loopback (127.0.0.0/8, ::1,
-localhost) unless --allow-remote is given; on this machine the policy is
-loopback only.
-"""
 
 
 class _Result(Protocol):
     def to_json(self) -> dict[str, Any]: ...
     def tables(self) -> list[Table]: ...
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_SECONDS:g}] seconds")
-    return value
-
-
-def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError("must be positive")
-        return value
-
-    return parse
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``flood`` and its three modes to the ``relay`` subcommands."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--json", metavar="PATH", help="also write the figures as JSON (- for stdout)"
-    )
-    common.add_argument(
-        "--source-ips",
-        metavar="IP,IP",
-        help="bind connections to these local addresses in turn (e.g. 127.0.0.2,127.0.0.3)",
-    )
-    common.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="allow a non-loopback target (this machine's policy: loopback only; do not use here)",
-    )
-    common.add_argument("--quiet", action="store_true", help="no live progress line")
-
-    flood = sub.add_parser(
-        "flood", help="load-test a relay you operate (loopback only)", description=DESCRIPTION
-    )
-    modes = flood.add_subparsers(dest="flood_mode", required=True)
-
-    hs = modes.add_parser(
-        "handshake",
-        parents=[common],
-        help="open and close WS handshakes",
-        description="Open WebSocket handshakes (raw upgrade, status line only, then close) "
-        "and count the answers: 101/401/403/429/503/other/error/timeout, with latency. " + SAFETY,
-    )
-    _add_ws(hs)
-    hs.add_argument(
-        "--rate", type=_positive(float), help="attempts/s (default: as fast as possible)"
-    )
-    hs.add_argument("--concurrency", type=_positive(int), default=50, help="in flight (50)")
-    _add_duration(hs)
-    hs.add_argument("--count", type=_positive(int), help="stop after this many attempts")
-    token = hs.add_mutually_exclusive_group()
-    token.add_argument("--token", metavar="JWT", help="a valid access token (Bearer)")
-    token.add_argument("--bad-token", action="store_true", help="send an invalid token")
-    token.add_argument("--no-token", action="store_true", help="send no token (the default)")
-    hs.add_argument("--origin", metavar="URL", help="send this Origin header")
-    hs.add_argument("--timeout", type=_seconds, default=5.0, metavar="S", help="per attempt (5)")
-
-    msg = modes.add_parser(
-        "messages",
-        parents=[common],
-        help="message pairs: rate, latency, loss",
-        description="Create 2*pairs throw-away accounts (flood-<hex>), connect each, and send "
-        "between pairs at --rate; report accepted/delivered per second, send->delivered "
-        "latency, and every lost or duplicated message. " + SAFETY,
-    )
-    _add_http(msg)
-    _add_ws(msg)
-    msg.add_argument("--pairs", type=_positive(int), default=2, help="sender/receiver pairs (2)")
-    msg.add_argument("--rate", type=_positive(float), default=100.0, help="msgs/s in all (100)")
-    _add_duration(msg)
-    msg.add_argument("--count", type=_positive(int), help="stop after this many messages")
-    msg.add_argument(
-        "--drain", type=_seconds, default=5.0, metavar="S", help="wait for late deliveries (5)"
-    )
-    msg.add_argument("--setup-timeout", type=_seconds, default=120.0, metavar="S")
-
-    idle = modes.add_parser(
-        "idle",
-        parents=[common],
-        help="hold N idle authenticated sockets",
-        description="Log in ceil(N/per-user-cap) throw-away accounts, open N idle WebSockets "
-        "over them, hold them --hold seconds, and report how many were established and "
-        "survived. " + SAFETY,
-    )
-    _add_http(idle)
-    _add_ws(idle)
-    idle.add_argument("--connections", type=_positive(int), default=100, help="how many (100)")
-    idle.add_argument("--hold", type=_seconds, default=10.0, metavar="S", help="seconds (max 600)")
-    idle.add_argument(
-        "--per-user-cap",
-        type=_positive(int),
-        default=64,
-        help="the relay's max_connections_per_user (64)",
-    )
-    idle.add_argument(
-        "--concurrency", type=_positive(int), default=100, help="handshakes in flight (100)"
-    )
-    idle.add_argument("--ramp-timeout", type=_seconds, default=60.0, metavar="S")
-    idle.add_argument("--setup-timeout", type=_seconds, default=120.0, metavar="S")
-
-
-def _add_ws(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ws", default=DEFAULT_WS, metavar="URL", help=f"WebSocket ({DEFAULT_WS})")
-
-
-def _add_http(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--http", default=DEFAULT_HTTP, metavar="URL", help=f"HTTP API ({DEFAULT_HTTP})"
-    )
-
-
-def _add_duration(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--duration", type=_seconds, default=10.0, metavar="S", help="seconds (10; max 600)"
-    )
 
 
 def build_options(args: argparse.Namespace) -> HandshakeOptions | MessagesOptions | IdleOptions:
@@ -239,8 +101,13 @@ def masked_command(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def main(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
-    """Run the flood mode *args* asks for; print the tables; write the JSON."""
+def main(args_after_flood: Sequence[str], argv: Sequence[str] | None = None) -> int:
+    """Run ``relay flood ARGS…``; print the tables; write the JSON; return the exit status.
+
+    *argv* is the whole command line after ``relay`` (for the JSON report;
+    None: ``sys.argv``). A usage error exits with status 2 (argparse).
+    """
+    args = build_parser().parse_args(args_after_flood)
     try:
         options = build_options(args)
     except (ValueError, UnsafeTarget) as exc:

@@ -17,12 +17,10 @@ from trio_websocket import (
 )
 from wsproto.utilities import LocalProtocolError
 
+from ._args import MAX_SECONDS
 from ._http import HttpError, request
 from ._target import Endpoint, resolve_loopback
 from ._wire import probe
-
-MAX_SECONDS = 600.0
-"""Hard upper bound of any flood duration or hold, in seconds."""
 
 ProgressLine = Callable[[], str]
 """Returns the live progress text; called about twice a second."""
