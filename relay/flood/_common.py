@@ -65,8 +65,8 @@ async def preflight(
     if probe_ws:
         try:
             await probe(ws, local_address=source)
-        except (OSError, trio.TooSlowError, EOFError, ValueError) as exc:
-            reason = error_kind(exc) if isinstance(exc, OSError) else type(exc).__name__
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError, HttpError) as exc:
+            reason = error_kind(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
             raise TargetUnreachable(f"{ws.url()} is unreachable: {reason}") from None
     if http is not None:
         try:

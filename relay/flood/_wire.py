@@ -13,6 +13,7 @@ import socket
 
 import trio
 
+from ._http import ResponseReader, exchange
 from ._target import Endpoint
 
 BAD_TOKEN = "flood.not-a-valid.token"  # noqa: S105 (deliberately invalid, not a secret)
@@ -77,16 +78,27 @@ async def probe(ws: Endpoint, *, local_address: str | None, timeout: float = 5.0
     Proves the WebSocket server is there at the cost of one handshake (one
     token of the relay's per-IP bucket); the relay answers 404 without a log
     line. A bare TCP connect or a plain GET would cost less to send but
-    would each keep a server task waiting for its handshake timeout. Raises
-    OSError, trio.TooSlowError, EOFError or ValueError when there is no answer.
+    would each keep a server task waiting for its handshake timeout. The
+    answer is parsed by h11. Raises OSError, trio.TooSlowError or
+    :class:`~relay.flood._http.HttpError` when there is no answer.
     """
-    target = Endpoint(ws.scheme, ws.host, ws.port, PROBE_PATH)
-    request = upgrade_request(target, token=None, origin=None, key=os.urandom(16))
+    reader = ResponseReader()
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = reader.start(
+        "GET",
+        PROBE_PATH,
+        [
+            ("Host", ws.authority),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", key),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+    )
     with trio.fail_after(timeout):
         stream = await trio.open_tcp_stream(ws.host, ws.port, local_address=local_address)
         async with stream:
-            await stream.send_all(request)
-            status = status_of(await read_status_line(stream))
+            status = (await exchange(stream, reader, request)).status
             if status == 101:
                 await say_goodbye(stream)
     return status
