@@ -62,10 +62,17 @@ def build_parser(prog: str = "relay flood") -> argparse.ArgumentParser:
     common.add_argument(
         "--json", metavar="PATH", help="also write the figures as JSON (- for stdout)"
     )
-    common.add_argument(
+    sources = common.add_mutually_exclusive_group()
+    sources.add_argument(
         "--source-ips",
         metavar="IP,IP",
         help="bind connections to these local addresses in turn (e.g. 127.0.0.2,127.0.0.3)",
+    )
+    sources.add_argument(
+        "--sources",
+        type=positive(int),
+        metavar="N",
+        help="bind connections to 127.0.0.1 … 127.0.0.N in turn (N ≤ 254)",
     )
     common.add_argument(
         "--allow-remote",
@@ -86,9 +93,25 @@ def build_parser(prog: str = "relay flood") -> argparse.ArgumentParser:
     )
     _add_ws(hs)
     hs.add_argument(
-        "--rate", type=positive(float), help="attempts/s (default: as fast as possible)"
+        "--rate",
+        type=positive(float),
+        help="attempts/s in all, on a fixed schedule (open loop; default: as fast as possible)",
     )
-    hs.add_argument("--concurrency", type=positive(int), default=50, help="in flight (50)")
+    hs.add_argument(
+        "--max-in-flight",
+        "--concurrency",
+        dest="concurrency",
+        type=positive(int),
+        default=200,
+        metavar="N",
+        help="attempts in flight at most, over all processes (200)",
+    )
+    hs.add_argument(
+        "--procs",
+        type=positive(int),
+        metavar="N",
+        help="generator processes (default: one per core this command may run on)",
+    )
     _add_duration(hs)
     hs.add_argument("--count", type=positive(int), help="stop after this many attempts")
     token = hs.add_mutually_exclusive_group()

@@ -23,12 +23,15 @@ from rich.table import Table
 from ._args import build_parser
 from ._common import FloodError, TargetUnreachable
 from ._handshake import HandshakeOptions, run_handshake
+from ._host import usable_cpus
 from ._idle import IdleOptions, run_idle
 from ._messages import MessagesOptions, run_messages
 from ._report import document, now_iso, write_json
-from ._target import UnsafeTarget, parse_endpoint, parse_source_ips
+from ._target import UnsafeTarget, numbered_sources, parse_endpoint, parse_source_ips
 
 SECRET_FLAGS = ("--token",)
+WIDE = 132
+"""Columns of the final tables when they go to a file or a pipe."""
 
 
 class _Result(Protocol):
@@ -36,13 +39,19 @@ class _Result(Protocol):
     def tables(self) -> list[Table]: ...
 
 
-def build_options(args: argparse.Namespace) -> HandshakeOptions | MessagesOptions | IdleOptions:
+Options = HandshakeOptions | MessagesOptions | IdleOptions
+
+
+def build_options(args: argparse.Namespace) -> Options:
     """Options for the chosen mode; raises ValueError or UnsafeTarget."""
     remote = bool(args.allow_remote)
-    sources = parse_source_ips(args.source_ips, allow_remote=remote)
+    if args.sources is not None:
+        sources = numbered_sources(args.sources)
+    else:
+        sources = parse_source_ips(args.source_ips, allow_remote=remote)
     ws = parse_endpoint(args.ws, "ws")
     if args.flood_mode == "handshake":
-        return HandshakeOptions(
+        handshake = HandshakeOptions(
             ws=ws,
             rate=args.rate,
             concurrency=args.concurrency,
@@ -54,7 +63,9 @@ def build_options(args: argparse.Namespace) -> HandshakeOptions | MessagesOption
             source_ips=sources,
             timeout=args.timeout,
             allow_remote=remote,
+            procs=args.procs or usable_cpus(),
         )
+        return handshake
     http = parse_endpoint(args.http, "http")
     if args.flood_mode == "messages":
         return MessagesOptions(
@@ -134,17 +145,25 @@ def main(args_after_flood: Sequence[str], argv: Sequence[str] | None = None) -> 
     except KeyboardInterrupt:
         print("relay flood: interrupted", file=sys.stderr)
         return 130
-    cpu, wall = _cpu_seconds() - cpu_before, time.monotonic() - wall_before
-    client = {"cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "cpu_share": round(cpu / wall, 3)}
+    own, workers = (
+        after - before for after, before in zip(_cpu_seconds(), cpu_before, strict=True)
+    )
+    wall = time.monotonic() - wall_before
+    cpu = own + workers
+    client = {
+        "cpu_s": round(cpu, 3),
+        "wall_s": round(wall, 3),
+        "cpu_share": round(cpu / wall, 3),
+        "coordinator_cpu_s": round(own, 3),
+        "generator_processes_cpu_s": round(workers, 3),
+    }
     out = Console(stderr=args.json == "-")
+    if not out.is_terminal:
+        out = Console(stderr=args.json == "-", width=WIDE)  # files and pipes: no wrapping
     for item in result.tables():
         out.print(item)
         out.print()
-    # Near 100% of a core, the figures are the load generator's limit, not the relay's.
-    share = f"{100 * cpu / wall:.0f}%" if wall > 0 else "-"
-    out.print(
-        f"flood's own CPU: {cpu:.2f} s in {wall:.2f} s ({share} of one core)", highlight=False
-    )
+    out.print(_cpu_line(own, workers, wall), highlight=False)
     if args.json:
         command = masked_command(["relay", *argv] if argv is not None else sys.argv)
         doc = document(
@@ -159,9 +178,25 @@ def main(args_after_flood: Sequence[str], argv: Sequence[str] | None = None) -> 
     return 0
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds of this process, and of its finished children (the generator processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def _cpu_line(own: float, workers: float, wall: float) -> str:
+    """flood's own CPU use, so a reader can tell whether flood was the limit."""
+    total = own + workers
+    cores = f"{total / wall:.2f} cores" if wall > 0 else "-"
+    if workers <= 0:
+        # Near 100% of a core, the figures are the load generator's limit, not the relay's.
+        share = f"{100 * own / wall:.0f}% of one core" if wall > 0 else "-"
+        return f"flood's own CPU: {own:.2f} s in {wall:.2f} s ({share})"
+    return (
+        f"flood's own CPU: {total:.2f} s in {wall:.2f} s ({cores}): "
+        f"coordinator {own:.2f} s, generator processes {workers:.2f} s"
+    )
 
 
 async def _run(

@@ -1,7 +1,9 @@
 """relay flood against an in-process relay: each mode, short and bounded.
 
 Only what must hold is asserted (outcomes, loss, duplication, counts),
-never speed. Each run is a second or two of real time.
+never speed. Each run is a second or two of real time. The handshake
+generator runs in its own processes (as from the command line) unless a
+test says otherwise.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 import trio
 
 from relay.flood import (
     HandshakeOptions,
     IdleOptions,
     MessagesOptions,
+    TargetUnreachable,
     parse_endpoint,
     run_handshake,
     run_idle,
@@ -101,6 +105,61 @@ async def test_rate_and_duration_bound_a_run(relay_with: RelayFactory) -> None:
     )
     assert result.attempts == 20  # attempt k starts at k / 20 s, for k / 20 < 1
     assert result.tally.counts()["101"] == 20  # no token: admitted, to authenticate later
+
+
+async def test_several_processes_share_one_count(relay_with: RelayFactory) -> None:
+    """Two generator processes make exactly the attempts asked for, between them."""
+    relay, _ = await relay_with()
+    result = await run_handshake(
+        HandshakeOptions(ws=parse_endpoint(ws_url(relay), "ws"), count=41, procs=2)
+    )
+    assert result.attempts == 41
+    assert len(result.workers) == 2
+    assert sum(w.started for w in result.workers) == 40  # plus the first attempt, made alone
+    assert result.to_json()["generator"]["procs"] == 2
+
+
+async def test_the_generator_can_run_in_this_process(relay_with: RelayFactory) -> None:
+    """in_process runs the same engine in a thread, with the same accounting."""
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=60, ws__handshake_burst=10)
+    result = await run_handshake(
+        HandshakeOptions(ws=parse_endpoint(ws_url(relay), "ws"), count=30, in_process=True)
+    )
+    counts = result.tally.counts()
+    assert result.attempts == 30
+    assert counts["101"] + counts["429"] == 30, counts
+    assert 10 <= counts["101"] <= 12  # the burst, plus what refilled meanwhile
+
+
+async def test_each_source_address_has_its_own_bucket(relay_with: RelayFactory) -> None:
+    """Two source addresses get two bursts of upgrades before the 429s."""
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=60, ws__handshake_burst=10)
+    result = await run_handshake(
+        HandshakeOptions(
+            ws=parse_endpoint(ws_url(relay), "ws"),
+            count=60,
+            source_ips=("127.0.0.2", "127.0.0.3"),
+        )
+    )
+    counts = result.tally.counts()
+    assert counts["101"] + counts["429"] == 60, counts
+    assert 20 <= counts["101"] <= 24  # two bursts of 10, plus what refilled meanwhile
+
+
+async def test_cancelling_a_run_stops_it_at_once(relay_with: RelayFactory) -> None:
+    """A cancelled 30 s run returns promptly, its generator processes stopped."""
+    relay, _ = await relay_with()
+    options = HandshakeOptions(ws=parse_endpoint(ws_url(relay), "ws"), rate=20, duration=30)
+    with trio.fail_after(15):  # a hang guard, not a speed test
+        with trio.move_on_after(1) as scope:
+            await run_handshake(options)
+    assert scope.cancelled_caught
+
+
+async def test_nothing_listening_is_unreachable() -> None:
+    """A port nobody listens on stops the run before it starts."""
+    with pytest.raises(TargetUnreachable, match="unreachable"):
+        await run_handshake(HandshakeOptions(ws=parse_endpoint("ws://127.0.0.1:1/ws", "ws")))
 
 
 async def test_messages_pairs_lose_and_duplicate_nothing(relay_with: RelayFactory) -> None:
