@@ -56,6 +56,17 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
     return parse
 
 
+def ramp_spec(text: str) -> tuple[float, float, float]:
+    """``START:STOP:STEP`` (attempts per second); ArgumentTypeError otherwise."""
+    try:
+        start, stop, step = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not START:STOP:STEP: {text!r}") from None
+    if not (start > 0 and stop >= start and step > 0):
+        raise argparse.ArgumentTypeError("needs 0 < START <= STOP and STEP > 0")
+    return start, stop, step
+
+
 def build_parser(prog: str = "relay flood") -> argparse.ArgumentParser:
     """The parser of ``relay flood {handshake,messages,idle} …``."""
     common = argparse.ArgumentParser(add_help=False)
@@ -120,6 +131,48 @@ def build_parser(prog: str = "relay flood") -> argparse.ArgumentParser:
     token.add_argument("--no-token", action="store_true", help="send no token (the default)")
     hs.add_argument("--origin", metavar="URL", help="send this Origin header")
     hs.add_argument("--timeout", type=seconds, default=5.0, metavar="S", help="per attempt (5)")
+    ramp = hs.add_argument_group(
+        "ramp",
+        "Step the rate up until the relay breaks, while an established pair (alice and bob, "
+        "two throw-away accounts) measures its round trips through the relay.",
+    )
+    ramp.add_argument(
+        "--ramp",
+        type=ramp_spec,
+        metavar="START:STOP:STEP",
+        help="attempts/s of each step, e.g. 2000:20000:2000 (a baseline step without flood first)",
+    )
+    ramp.add_argument(
+        "--step-duration", type=seconds, default=10.0, metavar="S", help="seconds a step (10)"
+    )
+    _add_http(ramp)
+    ramp.add_argument("--no-pair", action="store_true", help="no established pair")
+    ramp.add_argument(
+        "--pair-rate", type=positive(float), default=20.0, metavar="R", help="round trips/s (20)"
+    )
+    ramp.add_argument(
+        "--server-pid",
+        type=positive(int),
+        metavar="PID",
+        help="the relay's process id, to report its CPU per step (same machine only)",
+    )
+    ramp.add_argument(
+        "--break-p99",
+        type=positive(float),
+        default=50.0,
+        metavar="MS",
+        help="a step breaks when the pair's round-trip p99 exceeds this (50 ms)",
+    )
+    ramp.add_argument(
+        "--break-unclean",
+        type=float,
+        default=0.01,
+        metavar="SHARE",
+        help="... or when this share of attempts gets no HTTP answer (0.01)",
+    )
+    ramp.add_argument(
+        "--keep-going", action="store_true", help="run every step, even past a broken one"
+    )
 
     msg = modes.add_parser(
         "messages",
@@ -170,7 +223,7 @@ def _add_ws(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ws", default=DEFAULT_WS, metavar="URL", help=f"WebSocket ({DEFAULT_WS})")
 
 
-def _add_http(parser: argparse.ArgumentParser) -> None:
+def _add_http(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument(
         "--http", default=DEFAULT_HTTP, metavar="URL", help=f"HTTP API ({DEFAULT_HTTP})"
     )

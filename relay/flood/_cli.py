@@ -26,6 +26,7 @@ from ._handshake import HandshakeOptions, run_handshake
 from ._host import usable_cpus
 from ._idle import IdleOptions, run_idle
 from ._messages import MessagesOptions, run_messages
+from ._ramp import RampOptions, ramp_rates, run_ramp
 from ._report import document, now_iso, write_json
 from ._target import UnsafeTarget, numbered_sources, parse_endpoint, parse_source_ips
 
@@ -39,7 +40,7 @@ class _Result(Protocol):
     def tables(self) -> list[Table]: ...
 
 
-Options = HandshakeOptions | MessagesOptions | IdleOptions
+Options = HandshakeOptions | RampOptions | MessagesOptions | IdleOptions
 
 
 def build_options(args: argparse.Namespace) -> Options:
@@ -65,7 +66,7 @@ def build_options(args: argparse.Namespace) -> Options:
             allow_remote=remote,
             procs=args.procs or usable_cpus(),
         )
-        return handshake
+        return handshake if args.ramp is None else _ramp_options(args, handshake)
     http = parse_endpoint(args.http, "http")
     if args.flood_mode == "messages":
         return MessagesOptions(
@@ -91,6 +92,22 @@ def build_options(args: argparse.Namespace) -> Options:
         source_ips=sources,
         setup_timeout=args.setup_timeout,
         allow_remote=remote,
+    )
+
+
+def _ramp_options(args: argparse.Namespace, handshake: HandshakeOptions) -> RampOptions:
+    if args.rate is not None or args.count is not None:
+        raise ValueError("--ramp sets each step's rate: leave out --rate and --count")
+    return RampOptions(
+        handshake=handshake,
+        rates=ramp_rates(*args.ramp),
+        step_duration=args.step_duration,
+        http=None if args.no_pair else parse_endpoint(args.http, "http"),
+        pair_rate=args.pair_rate,
+        server_pid=args.server_pid,
+        break_p99_ms=args.break_p99,
+        break_unclean=args.break_unclean,
+        keep_going=args.keep_going,
     )
 
 
@@ -127,6 +144,8 @@ def main(args_after_flood: Sequence[str], argv: Sequence[str] | None = None) -> 
     runner: Callable[..., Awaitable[_Result]]
     if isinstance(options, HandshakeOptions):
         runner = run_handshake
+    elif isinstance(options, RampOptions):
+        runner = run_ramp
     elif isinstance(options, MessagesOptions):
         runner = run_messages
     else:
@@ -167,7 +186,7 @@ def main(args_after_flood: Sequence[str], argv: Sequence[str] | None = None) -> 
     if args.json:
         command = masked_command(["relay", *argv] if argv is not None else sys.argv)
         doc = document(
-            args.flood_mode,
+            "ramp" if isinstance(options, RampOptions) else args.flood_mode,
             argv=command,
             started_at=started_at,
             params=options.params(),

@@ -9,6 +9,7 @@ test says otherwise.
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ from relay.flood import (
     run_idle,
     run_messages,
 )
+from relay.flood._ramp import RampOptions, run_ramp
 from relay.flood._report import document, now_iso
 from tests.conftest import Relay, RelayFactory, login, register
 from tests.wsclient import ws_url
@@ -160,6 +162,48 @@ async def test_nothing_listening_is_unreachable() -> None:
     """A port nobody listens on stops the run before it starts."""
     with pytest.raises(TargetUnreachable, match="unreachable"):
         await run_handshake(HandshakeOptions(ws=parse_endpoint("ws://127.0.0.1:1/ws", "ws")))
+
+
+def ramp_options(relay: Relay, **changes: object) -> RampOptions:
+    values: dict[str, object] = {
+        "handshake": HandshakeOptions(ws=parse_endpoint(ws_url(relay), "ws")),
+        "rates": (20.0, 40.0),
+        "step_duration": 0.5,
+        "http": parse_endpoint(relay.http_url, "http"),
+        "pair_rate": 20.0,
+        "server_pid": os.getpid(),  # the relay under test runs in this process
+        "break_p99_ms": 60_000.0,
+        "settle": 5.0,
+    }
+    return RampOptions(**(values | changes))  # type: ignore[arg-type]
+
+
+async def test_a_ramp_runs_a_baseline_then_every_step(relay_with: RelayFactory) -> None:
+    """With nothing broken, the ramp runs its baseline and each rate, with all their figures."""
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=60, ws__handshake_burst=5)
+    with trio.fail_after(60):
+        result = await run_ramp(ramp_options(relay))
+    assert [step.offered for step in result.steps] == [0.0, 20.0, 40.0]
+    for step in result.steps:
+        assert step.pair is not None
+        assert step.pair.pings > 0
+        assert step.relay_cpu_s is not None
+        assert not step.broken
+    assert all(step.refused > 0 for step in result.steps[1:])
+    doc = result.to_json()
+    assert doc["breaking_rate_per_s"] is None
+    assert doc["steps"][1]["flood"]["outcomes"]["429"]["count"] > 0
+    json.dumps(doc)
+
+
+async def test_a_ramp_stops_at_its_first_broken_step(relay_with: RelayFactory) -> None:
+    """A step over the p99 threshold is the breaking rate; no step runs after it."""
+    relay, _ = await relay_with()
+    with trio.fail_after(60):
+        result = await run_ramp(ramp_options(relay, break_p99_ms=0.001))
+    assert [step.offered for step in result.steps] == [0.0, 20.0]
+    assert result.steps[1].broken
+    assert result.to_json()["breaking_rate_per_s"] == 20.0
 
 
 async def test_messages_pairs_lose_and_duplicate_nothing(relay_with: RelayFactory) -> None:

@@ -159,6 +159,20 @@ def test_cli_sources_and_source_ips_exclude_each_other() -> None:
     assert caught.value.code == 2
 
 
+def test_cli_ramp_leaves_the_rate_to_its_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    """--ramp with --rate is a usage error (exit 2)."""
+    assert main(["flood", "handshake", "--ramp", "100:200:100", "--rate", "5"]) == 2
+    assert "--ramp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["100", "200:100:10", "1:2:0", "a:b:c"])
+def test_cli_ramp_spec_is_start_stop_step(bad: str) -> None:
+    """A ramp is START:STOP:STEP with 0 < START <= STOP and STEP > 0."""
+    with pytest.raises(SystemExit) as caught:
+        main(["flood", "handshake", "--ramp", bad])
+    assert caught.value.code == 2
+
+
 def test_the_worker_refuses_to_run_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     """The generator process's entry point wants its three descriptors."""
     assert worker_main([]) == 2
