@@ -1,0 +1,277 @@
+"""Handshake flood: the generator's top rate, and the rate at which the relay breaks.
+
+Against a real ``relay serve --dev`` (a subprocess pinned to core 0, every
+setting at its default but a scratch store and kernel-chosen ports), two
+generator placements:
+
+* ``core1``: ``taskset -c 1 relay flood handshake --procs 1`` (the
+  baselines' pinning: relay on core 0, generator on core 1);
+* ``both``: ``taskset -c 0,1 relay flood handshake --procs 2`` (generator
+  processes free to use both cores, the relay's too).
+
+For each placement:
+
+1. ``max``: ``relay flood handshake --sources 8 --max-in-flight 200``
+   closed loop for 10 s: the most attempts/s the generator reaches here;
+2. ``ramp``: ``relay flood handshake --ramp 2000:20000:2000`` (10 s a step,
+   a baseline step first, --keep-going) with an established pair at 50
+   round trips/s and ``--server-pid``: per step offered, started, refused,
+   relay CPU, CPU per refused attempt, pair p99, and where it broke.
+
+Around each run the CPU every *other* process on the machine used is read
+from /proc, so the results say what else was running.
+
+    python bench/flood_ramp.py [--quick] [--placements core1,both] [--runs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _harness as h
+
+SOURCES = 8
+RAMP = "2000:20000:2000"
+PAIR_RATE = 50
+PLACEMENTS = {
+    "core1": {"cpus": "1", "procs": 1},
+    "both": {"cpus": "0,1", "procs": 2},
+}
+
+
+def start_relay_dev() -> h.Server:
+    """``taskset -c 0 python -m relay serve --dev``: a scratch store, kernel-chosen ports."""
+    tmp = tempfile.TemporaryDirectory(prefix="relay-flood-ramp-")
+    env = {
+        "RELAY_STORE_PATH": str(Path(tmp.name) / "relay.db"),
+        "RELAY_HTTP_PORT": "0",
+        "RELAY_WS_PORT": "0",
+    }
+    full_env = {k: v for k, v in os.environ.items() if k != "JWT_SECRET"} | env
+    command = ["taskset", "-c", h.SERVER_CORE, sys.executable, "-m", "relay", "serve", "--dev"]
+    log_path = Path(tmp.name) / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, env=full_env, cwd=h.ROOT, stdout=log,
+                                stderr=subprocess.STDOUT)
+    match = h._wait_line(proc, log_path, h.LISTENING_RELAY)
+    return h.Server("relay", proc, int(match.group(2)), int(match.group(1)), command, env,
+                    h.ROOT, log_path, _tmp=tmp)
+
+
+# --- what else ran ------------------------------------------------------------------
+
+
+def _all_processes() -> dict[int, tuple[str, int, float]]:
+    """pid -> (command name, parent pid, CPU seconds), for every readable process."""
+    out: dict[int, tuple[str, int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12])) / h.CLK_TCK
+        out[int(entry.name)] = (name, int(fields[1]), cpu)
+    return out
+
+
+def _tree(procs: dict[int, tuple[str, int, float]], roots: set[int]) -> set[int]:
+    mine = set(roots)
+    grew = True
+    while grew:
+        grew = False
+        for pid, (_, ppid, _) in procs.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                grew = True
+    return mine
+
+
+def others_cpu(before: dict[int, tuple[str, int, float]], after: dict[int, tuple[str, int, float]],
+               ours: set[int], wall: float) -> dict[str, Any]:
+    """CPU used by processes outside *ours* (and their children) between two snapshots."""
+    ours = _tree(after, ours) | _tree(before, ours)
+    used: dict[str, float] = {}
+    for pid, (name, _, cpu) in after.items():
+        if pid in ours:
+            continue
+        start = before.get(pid, (name, 0, 0.0))[2] if pid in before else 0.0
+        delta = cpu - start
+        if delta > 0.05:
+            used[f"{name}[{pid}]"] = round(delta, 2)
+    total = sum(used.values())
+    top = dict(sorted(used.items(), key=lambda kv: -kv[1])[:8])
+    return {"cpu_s": round(total, 2), "cores": round(total / wall, 3) if wall else None,
+            "top": top, "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
+
+
+# --- runs ---------------------------------------------------------------------------
+
+
+def flood(server: h.Server, placement: str, args: list[str], out: Path,
+          timeout: float) -> dict[str, Any]:
+    """Run one ``relay flood handshake`` command; its JSON, command and the others' CPU."""
+    spec = PLACEMENTS[placement]
+    cmd = ["taskset", "-c", spec["cpus"], sys.executable, "-m", "relay", "flood", "handshake",
+           "--ws", server.ws_url, "--sources", str(SOURCES), "--procs", str(spec["procs"]),
+           "--json", str(out), "--quiet", *args]
+    before, started = _all_processes(), time.monotonic()
+    proc = subprocess.run(cmd, cwd=h.ROOT, capture_output=True, text=True, timeout=timeout)
+    wall = time.monotonic() - started
+    after = _all_processes()
+    ours = {os.getpid(), server.pid}
+    result: dict[str, Any] = {"command": cmd, "exit": proc.returncode, "wall_s": round(wall, 2),
+                              "others": others_cpu(before, after, ours, wall)}
+    if proc.returncode != 0 or not out.exists():
+        result["stderr"] = proc.stderr[-2000:]
+        return result
+    result["report"] = json.loads(out.read_text())
+    result["stdout"] = proc.stdout
+    return result
+
+
+def run_max(server: h.Server, placement: str, seconds: float, tmp: Path) -> dict[str, Any]:
+    r = flood(server, placement, ["--duration", f"{seconds:g}", "--max-in-flight", "200"],
+              tmp / f"max-{placement}.json", seconds + 60)
+    report = r.get("report")
+    if report:
+        res = report["results"]
+        gen = res["generator"]
+        r["summary"] = {
+            "attempts_per_s": res["attempts_per_s"], "started_per_s": res["started_per_s"],
+            "outcomes": {k: v["count"] for k, v in res["outcomes"].items() if v["count"]},
+            "latency_ms": res["latency_ms"], "errors": res["errors"],
+            "generator_cpu_share": [w["cpu_share"] for w in gen["workers"]],
+            "verdict": gen["verdict"], "client": report["client"],
+        }
+    return r
+
+
+def run_ramp(server: h.Server, placement: str, ramp: str, step: float,
+             tmp: Path) -> dict[str, Any]:
+    steps = len(range(*[int(x) for x in ramp.split(":")])) + 2
+    args = ["--ramp", ramp, "--step-duration", f"{step:g}", "--http", server.http_url,
+            "--pair-rate", str(PAIR_RATE), "--server-pid", str(server.pid), "--keep-going"]
+    return flood(server, placement, args, tmp / f"ramp-{placement}.json", steps * (step + 15) + 120)
+
+
+# --- report -------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str | None:
+    return None if x is None else f"{100 * x:.0f}%"
+
+
+def markdown(data: dict[str, Any]) -> str:
+    lines = ["# Handshake flood: generator ceiling and breaking rate", "",
+             h.machine_md(data["machine"]), "",
+             f"Relay: `{' '.join(data['relay_command'])}` (every setting default: handshake "
+             "limit 120/min per IP with a burst of 20, logging at info), a fresh scratch store "
+             "per placement. Generator: `relay flood handshake` from this tree, "
+             f"{SOURCES} source addresses (127.0.0.1-{SOURCES}), no token; the pair from "
+             "127.0.0.254. Commands are in flood_ramp.json.", ""]
+    for placement, runs in data["placements"].items():
+        spec = PLACEMENTS[placement]
+        lines += [f"## `{placement}`: generator `taskset -c {spec['cpus']}`, "
+                  f"--procs {spec['procs']}", ""]
+        for i, run in enumerate(runs, 1):
+            m = run["max"].get("summary")
+            lines.append(f"### run {i}")
+            lines.append("")
+            if m:
+                lat = m["latency_ms"]
+                shares = ", ".join(_pct(x) or "-" for x in m["generator_cpu_share"])
+                others = run["max"]["others"]
+                lines.append(
+                    f"**Max (closed loop, 200 in flight, 10 s):** {m['attempts_per_s']:,.0f} "
+                    f"attempts/s answered ({m['started_per_s']:,.0f}/s started), outcomes "
+                    f"{m['outcomes']}, latency p50 {lat['p50_ms']} ms / p99 {lat['p99_ms']} ms; "
+                    f"generator CPU per process {shares} of a core; other processes "
+                    f"{others['cores']} cores (load {' '.join(others['loadavg'])}).")
+            else:
+                lines.append(f"**Max:** failed: {run['max'].get('stderr', '')[-300:]}")
+            lines.append("")
+            ramp = run["ramp"].get("report")
+            if not ramp:
+                lines.append(f"**Ramp:** failed: {run['ramp'].get('stderr', '')[-300:]}")
+                continue
+            res = ramp["results"]
+            rows = []
+            for s in res["steps"]:
+                pair = s["pair"] or {}
+                cores = s["cores_busy"]
+                rows.append([
+                    f"{s['offered_per_s']:,.0f}", f"{s['started_per_s']:,.0f}",
+                    f"{s['refused_per_s']:,.0f}", f"{100 * s['unclean_share']:.2f}%",
+                    "/".join(_pct(x) or "-" for x in s["generator_cpu_share"]) or "—",
+                    _pct(s["relay_cpu_share"]),
+                    " / ".join(f"{_pct(cores[c])}" for c in sorted(cores)),
+                    s["relay_cpu_us_per_refused"], s["relay_cpu_us_per_refused_net"],
+                    pair.get("p50_ms"), "∞" if pair.get("p99_infinite") else pair.get("p99_ms"),
+                    s["verdict"]])
+            lines += [f"**Ramp** ({res['summary']}; other processes "
+                      f"{run['ramp']['others']['cores']} cores during the ramp, top: "
+                      f"{run['ramp']['others']['top']}):", "",
+                      h.md_table(["offered/s", "started/s", "refused/s", "unclean",
+                                  "gen CPU", "relay CPU", "cpu0 / cpu1 busy", "µs/refused",
+                                  "µs/refused net", "pair p50 ms", "pair p99 ms", "verdict"],
+                                 rows), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 s steps, ramp 4000:12000:4000")
+    parser.add_argument("--placements", default="core1,both")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--ramp", default=None)
+    parser.add_argument("--out", default="flood_ramp", help="results name (bench/results/NAME)")
+    args = parser.parse_args()
+    step = 3.0 if args.quick else 10.0
+    ramp = args.ramp or ("4000:12000:4000" if args.quick else RAMP)
+    placements = [p for p in args.placements.split(",") if p]
+    data: dict[str, Any] = {
+        "benchmark": "flood_ramp", "quick": args.quick, "started_at": h.now_utc(),
+        "command": h.command_line(), "machine": h.machine(),
+        "params": {"ramp": ramp, "step_s": step, "sources": SOURCES, "pair_rate": PAIR_RATE,
+                   "runs": args.runs},
+        "placements": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="flood-ramp-") as tmpdir:
+        tmp = Path(tmpdir)
+        for placement in placements:
+            runs = data["placements"].setdefault(placement, [])
+            for i in range(args.runs):
+                server = start_relay_dev()
+                data.setdefault("relay_command", server.command)
+                try:
+                    one = {"max": run_max(server, placement, step, tmp)}
+                    time.sleep(2)
+                    one["ramp"] = run_ramp(server, placement, ramp, step, tmp)
+                    one["relay_log_tail"] = server.log_path.read_text(errors="replace")[-1500:]
+                finally:
+                    server.stop()
+                runs.append(one)
+                m = one["max"].get("summary") or {}
+                r = (one["ramp"].get("report") or {}).get("results", {})
+                print(f"{placement} run {i + 1}: max {m.get('attempts_per_s')}/s; "
+                      f"ramp: {r.get('summary')}", file=sys.stderr)
+    data["finished_at"] = h.now_utc()
+    h.write_results(args.out, data, markdown(data))
+    print(markdown(data))
+
+
+if __name__ == "__main__":
+    main()
