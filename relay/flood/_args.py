@@ -123,6 +123,15 @@ def build_parser(prog: str = "relay flood") -> argparse.ArgumentParser:
         metavar="N",
         help="generator processes (default: one per core this command may run on)",
     )
+    hs.add_argument(
+        "--nice",
+        type=int,
+        choices=range(20),
+        default=10,
+        metavar="N",
+        help="niceness of the generator processes (10): the progress line, the ramp's pair "
+        "and a server sharing their core run first",
+    )
     _add_duration(hs)
     hs.add_argument("--count", type=positive(int), help="stop after this many attempts")
     token = hs.add_mutually_exclusive_group()

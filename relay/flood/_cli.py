@@ -65,6 +65,7 @@ def build_options(args: argparse.Namespace) -> Options:
             timeout=args.timeout,
             allow_remote=remote,
             procs=args.procs or usable_cpus(),
+            nice=args.nice,
         )
         return handshake if args.ramp is None else _ramp_options(args, handshake)
     http = parse_endpoint(args.http, "http")

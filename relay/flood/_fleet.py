@@ -11,7 +11,8 @@ counts and the stop flag live in a small file the fleet and its workers
 map in shared memory, so progress is shown without asking the workers.
 
 Workers ignore SIGINT (the fleet stops them), exit when the fleet's end of
-their socket closes, and are killed if they do not exit when asked. With
+their socket closes, and are killed if they do not exit when asked. They
+run *nice* steps below this process's priority. With
 ``in_process=True`` the one worker runs in a thread of this process instead
 (cheaper to start, for tests; it shares this process's GIL).
 """
@@ -48,13 +49,16 @@ class FleetError(FloodError):
 class Fleet:
     """*procs* generator workers: started on entering, stopped and reaped on leaving."""
 
-    def __init__(self, procs: int, *, in_process: bool = False) -> None:
+    def __init__(self, procs: int, *, in_process: bool = False, nice: int = 0) -> None:
         if procs < 1:
             raise ValueError("procs must be at least 1")
+        if not 0 <= nice <= 19:
+            raise ValueError("nice must be 0-19")
         if in_process and procs != 1:
             raise ValueError("in_process runs exactly one worker")
         self.procs = procs
         self.in_process = in_process
+        self.nice = nice
         self._file = tempfile.TemporaryFile()  # noqa: SIM115 (lives until close())
         self._file.truncate(shared_size(procs))
         self._map = mmap.mmap(self._file.fileno(), 0)
@@ -75,9 +79,9 @@ class Fleet:
     def _spawn(self, index: int) -> tuple[subprocess.Popen[bytes], Connection]:
         mine, theirs = socket.socketpair()
         shared = self._file.fileno()
-        fds = [str(theirs.fileno()), str(shared), str(index)]
+        fds = [str(theirs.fileno()), str(shared), str(index), str(self.nice)]
         try:
-            # This interpreter, one of our modules, three numbers: nothing untrusted.
+            # This interpreter, one of our modules, four numbers: nothing untrusted.
             process = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "relay.flood._worker", *fds],
                 pass_fds=(theirs.fileno(), shared),

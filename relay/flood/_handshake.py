@@ -61,6 +61,9 @@ class HandshakeOptions:
     """Generator processes."""
     in_process: bool = False
     """Run the one generator in a thread of this process (tests; needs procs = 1)."""
+    nice: int = 10
+    """Niceness added to the generator processes (0-19): they yield to this process and,
+    on a shared core, to the server under test."""
 
     def __post_init__(self) -> None:
         check_target(self.ws.host, allow_remote=self.allow_remote)
@@ -78,6 +81,8 @@ class HandshakeOptions:
             raise ValueError("procs must be 1-64")
         if self.in_process and self.procs != 1:
             raise ValueError("in_process needs procs = 1")
+        if not 0 <= self.nice <= 19:
+            raise ValueError("nice must be 0-19")
         if self.ws.scheme != "ws":
             raise ValueError("handshakes need a ws:// endpoint")
 
@@ -98,6 +103,7 @@ class HandshakeOptions:
                 "source_ips": list(self.source_ips),
                 "timeout_s": self.timeout,
                 "procs": self.procs,
+                "nice": self.nice,
             }
         )
 
@@ -355,7 +361,7 @@ async def run_handshake(
     first = await first_attempt(options, address)
     result = HandshakeResult(options)
     result.add(first)
-    with Fleet(options.procs, in_process=options.in_process) as fleet:
+    with Fleet(options.procs, in_process=options.in_process, nice=options.nice) as fleet:
         started = trio.current_time()
 
         def progress_line() -> str:

@@ -432,7 +432,7 @@ async def run_ramp(options: RampOptions, *, console: Console | None = None) -> R
             pair = await stack.enter_async_context(
                 open_pair(options.http, hs.ws, rate=options.pair_rate, source=pair_source)
             )
-        fleet = stack.enter_context(Fleet(hs.procs, in_process=hs.in_process))
+        fleet = stack.enter_context(Fleet(hs.procs, in_process=hs.in_process, nice=hs.nice))
         async with live_progress(console, progress_line):
             for offered in (0.0, *options.rates):
                 current["step"] = f"{offered:,.0f}/s" if offered else "baseline"

@@ -1,4 +1,4 @@
-"""A handshake generator process: ``python -m relay.flood._worker CONN_FD SHARED_FD INDEX``.
+"""A handshake generator process: ``python -m relay.flood._worker CONN SHARED INDEX NICE``.
 
 Started by :class:`relay.flood._fleet.Fleet`, never by hand. It imports only
 :mod:`relay.flood._raw` and the standard library (so it starts in a few
@@ -11,6 +11,9 @@ tens of milliseconds), then serves plans until told to stop:
   stop flag (non-zero: end the current plan now), then
   :data:`~relay.flood._raw.LIVE_SLOTS` live counters per worker; this one
   writes block *INDEX*.
+* *NICE*: added to the process's niceness first (``os.nice``), so that the
+  coordinator (and the ramp's measuring pair) and, on a shared core, the
+  server under test are scheduled before the generator.
 
 SIGINT is ignored: on Ctrl-C the fleet sets the stop flag and ends it.
 """
@@ -18,6 +21,7 @@ SIGINT is ignored: on Ctrl-C the fleet sets the stop flag and ends it.
 from __future__ import annotations
 
 import mmap
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -63,12 +67,14 @@ def serve(conn: Connection, slots: memoryview, index: int) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """Serve plans over the descriptors named by *argv*; 2 for a bad command line."""
-    if len(argv) != 3 or not all(arg.isdigit() for arg in argv):
-        print("usage: python -m relay.flood._worker CONN_FD SHARED_FD INDEX", file=sys.stderr)
+    if len(argv) != 4 or not all(arg.isdigit() for arg in argv):
+        print("usage: python -m relay.flood._worker CONN SHARED INDEX NICE", file=sys.stderr)
         print("(started by relay flood handshake; not meant to be run by hand)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    conn_fd, shared_fd, index = (int(arg) for arg in argv)
+    conn_fd, shared_fd, index, nice = (int(arg) for arg in argv)
+    if nice:
+        os.nice(nice)
     with mmap.mmap(shared_fd, 0) as shared:
         slots = memoryview(shared).cast("q")
         try:

@@ -174,6 +174,6 @@ def test_cli_ramp_spec_is_start_stop_step(bad: str) -> None:
 
 
 def test_the_worker_refuses_to_run_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
-    """The generator process's entry point wants its three descriptors."""
+    """The generator process's entry point wants its four numbers."""
     assert worker_main([]) == 2
     assert "not meant to be run by hand" in capsys.readouterr().err
