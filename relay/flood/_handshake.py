@@ -27,6 +27,7 @@ from rich.table import Table
 
 from ._common import TargetUnreachable, check_seconds, params_json, preflight
 from ._fleet import Fleet
+from ._host import core_busy, core_times, generator_cores
 from ._raw import ANSWERED_ERRORS, RawPlan, RawTally, run_raw
 from ._report import fmt_rate, latency_cells, live_progress, pairs_table, table
 from ._stats import HANDSHAKE_OUTCOMES, OutcomeTally, rate
@@ -37,6 +38,8 @@ REQUEST_POOL = 64
 """Distinct upgrade requests (Sec-WebSocket-Key values) each process cycles through."""
 SATURATED = 0.90
 """A generator process using this share of a core or more is the likely limit."""
+CORE_FULL = 0.95
+"""A core this busy (softirq included) has nothing left to give."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +118,16 @@ class HandshakeOptions:
             for _ in range(REQUEST_POOL)
         )
 
+    def in_flight_caps(self) -> list[int]:
+        """Each process's share of *concurrency* (at least 1 each)."""
+        n = self.procs
+        return [max(1, self.concurrency // n + (i < self.concurrency % n)) for i in range(n)]
+
     def plans(self, address: str, *, first_done: bool) -> list[RawPlan]:
         """One plan per process; attempt 0 is left out when *first_done*."""
         requests = self.requests()
         n = self.procs
+        caps = self.in_flight_caps()
         return [
             RawPlan(
                 address=address,
@@ -126,7 +135,7 @@ class HandshakeOptions:
                 requests=requests,
                 sources=self.source_ips,
                 rate=self.rate,
-                max_in_flight=max(1, self.concurrency // n + (i < self.concurrency % n)),
+                max_in_flight=caps[i],
                 duration=self.duration,
                 count=self.count,
                 timeout=self.timeout,
@@ -177,6 +186,10 @@ class HandshakeResult:
     late_starts: int = 0
     max_lag: float = 0.0
     workers: list[WorkerFigures] = field(default_factory=list)
+    cores: dict[str, float] = field(default_factory=dict)
+    """Every core's busy share during the run (``/proc/stat``, softirq included)."""
+    generator_cores: tuple[str, ...] = ()
+    """The cores the generator processes could run on (``cpu0``…)."""
 
     @property
     def attempts(self) -> int:
@@ -204,16 +217,33 @@ class HandshakeResult:
     def saturated_workers(self) -> int:
         return sum(1 for w in self.workers if w.cpu_share >= SATURATED)
 
+    def full_generator_cores(self) -> list[str]:
+        """The generator's cores that were at least 95% busy (all of them, or none)."""
+        busy = [self.cores.get(name, 0.0) for name in self.generator_cores]
+        if busy and min(busy) >= CORE_FULL:
+            return list(self.generator_cores)
+        return []
+
     def generator_verdict(self) -> str:
         """One line: whether the generator kept up, and if not, what held it back."""
         asked = self.options.rate
-        busy = self.saturated_workers()
         short = asked is not None and self.started_per_s < 0.95 * asked
-        if busy and (short or asked is None):
+        limited = short or asked is None
+        busy = self.saturated_workers()
+        if busy and limited:
             return f"generator-bound ({busy}/{len(self.workers)} processes ≥90% busy)"
+        full = self.full_generator_cores()
+        if full and limited:
+            return f"generator's cores full ({'+'.join(full)} ≥95% busy, softirq included)"
+        capped = bool(self.workers) and all(
+            w.max_in_flight >= plan_cap
+            for w, plan_cap in zip(self.workers, self.options.in_flight_caps(), strict=False)
+        )
         if short:
-            return "short of the asked rate (in flight cap or answers too slow)"
-        return "kept up" if asked is not None else "closed loop (in-flight cap set the pace)"
+            return "short: in-flight cap reached" if capped else "short of the asked rate"
+        if asked is not None:
+            return "kept up"
+        return "closed loop: in-flight cap set the pace" if capped else "closed loop"
 
     def to_json(self) -> dict[str, Any]:
         rates = self.tally.rates(self.elapsed)
@@ -241,8 +271,10 @@ class HandshakeResult:
             "generator": {
                 "procs": len(self.workers),
                 "workers": [w.to_json() for w in self.workers],
+                "cores": list(self.generator_cores),
                 "verdict": self.generator_verdict(),
             },
+            "cores_busy": {k: round(v, 3) for k, v in sorted(self.cores.items())},
         }
 
     def tables(self) -> list[Table]:
@@ -276,9 +308,19 @@ class HandshakeResult:
             ("in flight at most", f"{options.concurrency:,}"),
             ("late starts (>10 ms), worst", f"{self.late_starts:,} ({self.max_lag * 1e3:.0f} ms)"),
             ("processes, CPU of a core each", f"{len(self.workers)}: {shares or '-'}"),
+            ("cores busy (softirq included)", _cores_cell(self.cores, self.generator_cores)),
             ("verdict", self.generator_verdict()),
         ]
         return [pairs_table("generator", notes)]
+
+
+def _cores_cell(cores: dict[str, float], mine: tuple[str, ...]) -> str:
+    if not cores:
+        return "-"
+    return ", ".join(
+        f"{name} {100 * share:.0f}%" + (" (generator's)" if name in mine else "")
+        for name, share in sorted(cores.items())
+    )
 
 
 def _figures(raw: RawTally) -> WorkerFigures:
@@ -375,5 +417,8 @@ async def run_handshake(
             )
 
         async with live_progress(console, progress_line):
+            before = core_times()
             tallies = await fleet.run(options.plans(address, first_done=True))
+            result.cores = core_busy(before, core_times())
+    result.generator_cores = generator_cores()
     return collect(options, tallies, result)

@@ -76,6 +76,17 @@ def core_busy(before: dict[str, CoreTimes], after: dict[str, CoreTimes]) -> dict
     return shares
 
 
+def core_softirq(before: dict[str, CoreTimes], after: dict[str, CoreTimes]) -> dict[str, float]:
+    """Each core's share of the time between two readings spent in softirq (0.0-1.0)."""
+    shares: dict[str, float] = {}
+    for name, end in after.items():
+        start = before.get(name)
+        if start is None or end.total <= start.total:
+            continue
+        shares[name] = (end.softirq - start.softirq) / (end.total - start.total)
+    return shares
+
+
 def raise_fd_limit(wanted: int) -> int:
     """Raise the soft open-file limit toward *wanted* (up to the hard one); -1 means none."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -95,3 +106,11 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def generator_cores() -> tuple[str, ...]:
+    """The cores this process (and the children it starts) may run on, as ``cpuN`` names."""
+    try:
+        return tuple(f"cpu{n}" for n in sorted(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return ()

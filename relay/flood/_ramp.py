@@ -33,7 +33,7 @@ from rich.table import Table
 from ._common import check_seconds, params_json, preflight
 from ._fleet import START_MARGIN, Fleet
 from ._handshake import HandshakeOptions, HandshakeResult, collect, target_address
-from ._host import core_busy, core_times, process_cpu
+from ._host import core_busy, core_softirq, core_times, generator_cores, process_cpu
 from ._pair import Pair, PairFigures, open_pair
 from ._report import live_progress, pairs_table, table
 from ._stats import rate
@@ -134,6 +134,9 @@ class RampStep:
     pair_disconnects: int = 0
     relay_cpu_s: float | None = None
     cores: dict[str, float] = field(default_factory=dict)
+    """Every core's busy share over the step (softirq included)."""
+    softirq: dict[str, float] = field(default_factory=dict)
+    """Every core's share of the step spent in softirq (the kernel's packet work)."""
     broken: list[str] = field(default_factory=list)
     """Why the step is broken (empty: it is not)."""
     generator_short: bool = False
@@ -192,6 +195,7 @@ class RampStep:
             "relay_cpu_us_per_refused": _round(raw, 1),
             "relay_cpu_us_per_refused_net": _round(net, 1),
             "cores_busy": {k: round(v, 3) for k, v in sorted(self.cores.items())},
+            "cores_softirq": {k: round(v, 3) for k, v in sorted(self.softirq.items())},
             "pair": self.pair.to_json() if self.pair else None,
             "pair_disconnects": self.pair_disconnects,
             "broken": self.broken,
@@ -253,7 +257,21 @@ class RampResult:
 
     @property
     def breaking(self) -> RampStep | None:
+        """The first broken flood step."""
         return next((s for s in self.steps if s.broken and s.offered > 0), None)
+
+    @property
+    def sustained_breaking(self) -> RampStep | None:
+        """The first flood step from which every later step is broken too.
+
+        With ``keep_going`` this tells a lasting break from one noisy step;
+        without it, it is the same step as :attr:`breaking`.
+        """
+        flooded = [s for s in self.steps if s.offered > 0]
+        for i, step in enumerate(flooded):
+            if all(later.broken for later in flooded[i:]):
+                return step
+        return None
 
     def summary(self) -> str:
         """One sentence: where the relay broke, or what bounded the ramp."""
@@ -276,11 +294,12 @@ class RampResult:
         return f"did not break up to {flooded[-1].offered:,.0f}/s (the end of the ramp)"
 
     def to_json(self) -> dict[str, Any]:
-        broken = self.breaking
+        broken, sustained = self.breaking, self.sustained_breaking
         return {
             "pair_source": self.pair_source,
             "steps": [s.to_json(self.baseline_share) for s in self.steps],
             "breaking_rate_per_s": broken.offered if broken else None,
+            "sustained_breaking_rate_per_s": sustained.offered if sustained else None,
             "summary": self.summary(),
         }
 
@@ -365,7 +384,11 @@ async def _step(
     step = RampStep(offered=offered, window_s=window, flood=flood)
     if cpu_before is not None and cpu_after is not None:
         step.relay_cpu_s = cpu_after - cpu_before
-    step.cores = core_busy(cores_before, core_times())
+    cores_after = core_times()
+    step.cores = core_busy(cores_before, cores_after)
+    step.softirq = core_softirq(cores_before, cores_after)
+    if flood is not None:
+        flood.cores, flood.generator_cores = step.cores, generator_cores()
     if pair is not None:
         with trio.move_on_after(options.settle):
             while not pair.settled(until):

@@ -8,7 +8,7 @@ import pytest
 
 from relay.cli import main
 from relay.flood._handshake import HandshakeOptions, HandshakeResult, WorkerFigures, collect
-from relay.flood._host import core_busy, parse_core_times, parse_process_cpu
+from relay.flood._host import core_busy, core_softirq, parse_core_times, parse_process_cpu
 from relay.flood._raw import RawTally
 from relay.flood._target import numbered_sources, parse_endpoint
 from relay.flood._worker import main as worker_main
@@ -150,6 +150,31 @@ def test_core_busy_includes_softirq_and_excludes_idle() -> None:
     """Each core's busy share over the interval counts softirq time as busy."""
     shares = core_busy(parse_core_times(PROC_STAT_BEFORE), parse_core_times(PROC_STAT_AFTER))
     assert shares == {"cpu0": 1.0, "cpu1": pytest.approx(0.2)}
+
+
+def test_core_softirq_is_its_share_of_the_interval() -> None:
+    """Softirq ticks over all ticks of the interval, per core."""
+    shares = core_softirq(parse_core_times(PROC_STAT_BEFORE), parse_core_times(PROC_STAT_AFTER))
+    assert shares == {"cpu0": pytest.approx(0.2), "cpu1": pytest.approx(0.2)}
+
+
+def test_full_generator_cores_short_of_the_rate_are_the_limit() -> None:
+    """Every core the generator may use ≥95% busy while short of the rate: say so."""
+    result = HandshakeResult(HandshakeOptions(ws=WS, rate=1000), start_window=1.0)
+    result.tally.add_many("429", 500)
+    result.workers = [figures(0.60)]
+    result.cores = {"cpu0": 0.5, "cpu1": 0.97}
+    result.generator_cores = ("cpu1",)
+    assert result.generator_verdict().startswith("generator's cores full (cpu1")
+
+
+def test_a_short_run_at_its_in_flight_cap_says_so() -> None:
+    """Short of the rate with every slot taken: the answers were too slow for the cap."""
+    options = HandshakeOptions(ws=WS, rate=1000, concurrency=10)
+    result = HandshakeResult(options, start_window=1.0)
+    result.tally.add_many("429", 500)
+    result.workers = [WorkerFigures(started=500, cpu_s=0.3, wall_s=1.0, max_in_flight=10)]
+    assert result.generator_verdict() == "short: in-flight cap reached"
 
 
 def test_cli_sources_and_source_ips_exclude_each_other() -> None:

@@ -148,3 +148,15 @@ def test_the_breaking_rate_is_the_first_broken_flood_step() -> None:
     result.steps = [baseline, ok, bad]
     assert result.to_json()["breaking_rate_per_s"] == 2000
     assert result.summary().startswith("broke at 2,000/s offered")
+
+
+def test_a_lasting_break_is_told_from_a_noisy_step() -> None:
+    """The sustained breaking rate is where every step from there on is broken."""
+    result = RampResult(options(rates=(1000.0, 2000.0, 3000.0, 4000.0), keep_going=True))
+    steps = [flood_step(r, answered=int(r), unclean=0, started=r) for r in (1000, 2000, 3000, 4000)]
+    for broken in (steps[0], steps[2], steps[3]):
+        broken.broken.append("pair p99 80.0 ms > 50 ms")
+    result.steps = steps
+    doc = result.to_json()
+    assert doc["breaking_rate_per_s"] == 1000
+    assert doc["sustained_breaking_rate_per_s"] == 3000
