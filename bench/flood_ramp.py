@@ -11,12 +11,14 @@ generator placements:
 
 For each placement:
 
-1. ``max``: ``relay flood handshake --sources 8 --max-in-flight 200``
-   closed loop for 10 s: the most attempts/s the generator reaches here;
+1. ``max``: ``relay flood handshake --sources 8`` closed loop for 10 s,
+   with 200 and with 1,000 attempts in flight: the most attempts/s reached;
 2. ``ramp``: ``relay flood handshake --ramp 2000:20000:2000`` (10 s a step,
-   a baseline step first, --keep-going) with an established pair at 50
-   round trips/s and ``--server-pid``: per step offered, started, refused,
-   relay CPU, CPU per refused attempt, pair p99, and where it broke.
+   a baseline step first, --keep-going, up to 2,000 in flight so that the
+   cap does not throttle the open loop before the server does) with an
+   established pair at 50 round trips/s and ``--server-pid``: per step
+   offered, started, refused, relay CPU, CPU per refused attempt, pair
+   p99, and where it broke.
 
 Around each run the CPU every *other* process on the machine used is read
 from /proc, so the results say what else was running.
@@ -41,6 +43,8 @@ import _harness as h
 SOURCES = 8
 RAMP = "2000:20000:2000"
 PAIR_RATE = 50
+MAX_IN_FLIGHT = (200, 1000)
+RAMP_IN_FLIGHT = 2000
 PLACEMENTS = {
     "core1": {"cpus": "1", "procs": 1},
     "both": {"cpus": "0,1", "procs": 2},
@@ -141,9 +145,11 @@ def flood(server: h.Server, placement: str, args: list[str], out: Path,
     return result
 
 
-def run_max(server: h.Server, placement: str, seconds: float, tmp: Path) -> dict[str, Any]:
-    r = flood(server, placement, ["--duration", f"{seconds:g}", "--max-in-flight", "200"],
-              tmp / f"max-{placement}.json", seconds + 60)
+def run_max(server: h.Server, placement: str, seconds: float, in_flight: int,
+            tmp: Path) -> dict[str, Any]:
+    r = flood(server, placement,
+              ["--duration", f"{seconds:g}", "--max-in-flight", str(in_flight)],
+              tmp / f"max-{placement}-{in_flight}.json", seconds + 60)
     report = r.get("report")
     if report:
         res = report["results"]
@@ -153,6 +159,7 @@ def run_max(server: h.Server, placement: str, seconds: float, tmp: Path) -> dict
             "outcomes": {k: v["count"] for k, v in res["outcomes"].items() if v["count"]},
             "latency_ms": res["latency_ms"], "errors": res["errors"],
             "generator_cpu_share": [w["cpu_share"] for w in gen["workers"]],
+            "cores_busy": res["cores_busy"],
             "verdict": gen["verdict"], "client": report["client"],
         }
     return r
@@ -162,7 +169,8 @@ def run_ramp(server: h.Server, placement: str, ramp: str, step: float,
              tmp: Path) -> dict[str, Any]:
     steps = len(range(*[int(x) for x in ramp.split(":")])) + 2
     args = ["--ramp", ramp, "--step-duration", f"{step:g}", "--http", server.http_url,
-            "--pair-rate", str(PAIR_RATE), "--server-pid", str(server.pid), "--keep-going"]
+            "--pair-rate", str(PAIR_RATE), "--server-pid", str(server.pid), "--keep-going",
+            "--max-in-flight", str(RAMP_IN_FLIGHT)]
     return flood(server, placement, args, tmp / f"ramp-{placement}.json", steps * (step + 15) + 120)
 
 
@@ -173,60 +181,101 @@ def _pct(x: float | None) -> str | None:
     return None if x is None else f"{100 * x:.0f}%"
 
 
+def _max_line(in_flight: str, run: dict[str, Any]) -> str:
+    m = run.get("summary")
+    if not m:
+        return f"- {in_flight} in flight: failed: {run.get('stderr', '')[-300:]}"
+    lat, others = m["latency_ms"], run["others"]
+    shares = ", ".join(_pct(x) or "-" for x in m["generator_cpu_share"])
+    cores = ", ".join(f"{k} {_pct(v)}" for k, v in m["cores_busy"].items())
+    return (f"- {in_flight} in flight: **{m['attempts_per_s']:,.0f} attempts/s** answered "
+            f"({m['outcomes']}), latency p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms; "
+            f"generator processes {shares} of a core; cores busy {cores}; verdict: "
+            f"{m['verdict']}; other processes {others['cores']} cores.")
+
+
+def _core_us(s: dict[str, Any], core: str) -> float | None:
+    busy = s["cores_busy"].get(core)
+    if busy is None or not s["refused"]:
+        return None
+    return busy * s["window_s"] / s["refused"] * 1e6
+
+
+def _ramp_table(res: dict[str, Any], placement: str) -> str:
+    rows = []
+    for s in res["steps"]:
+        pair = s["pair"] or {}
+        cores, soft = s["cores_busy"], s["cores_softirq"]
+        flood_ = s["flood"] or {}
+        verdict = s["verdict"] if s["offered_per_s"] == 0 else (
+            ("BROKEN: " + "; ".join(s["broken"])) if s["broken"] else "ok")
+        rows.append([
+            f"{s['offered_per_s']:,.0f}", f"{s['started_per_s']:,.0f}",
+            f"{s['refused_per_s']:,.0f}", f"{100 * s['unclean_share']:.2f}%",
+            "/".join(_pct(x) or "-" for x in s["generator_cpu_share"]) or "—",
+            (flood_.get("generator") or {}).get("verdict", "—"),
+            _pct(s["relay_cpu_share"]),
+            " / ".join(f"{_pct(cores[c])} ({_pct(soft.get(c))})" for c in sorted(cores)),
+            s["relay_cpu_us_per_refused"], s["relay_cpu_us_per_refused_net"],
+            _core_us(s, "cpu0") if placement == "core1" else None,
+            (flood_.get("latency_ms") or {}).get("p99_ms"),
+            pair.get("p50_ms"), "∞" if pair.get("p99_infinite") else pair.get("p99_ms"),
+            verdict])
+    return h.md_table(["offered/s", "started/s", "refused/s", "unclean", "gen CPU",
+                       "generator verdict", "relay CPU", "cpu0 / cpu1 busy (softirq)",
+                       "relay µs/refused", "net of baseline", "cpu0 µs/refused",
+                       "handshake p99 ms", "pair p50 ms", "pair p99 ms", "step"], rows)
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = ["# Handshake flood: generator ceiling and breaking rate", "",
              h.machine_md(data["machine"]), "",
              f"Relay: `{' '.join(data['relay_command'])}` (every setting default: handshake "
              "limit 120/min per IP with a burst of 20, logging at info), a fresh scratch store "
-             "per placement. Generator: `relay flood handshake` from this tree, "
-             f"{SOURCES} source addresses (127.0.0.1-{SOURCES}), no token; the pair from "
-             "127.0.0.254. Commands are in flood_ramp.json.", ""]
+             "per run. Generator: `relay flood handshake` from this tree (processes at nice "
+             f"10), {SOURCES} source addresses (127.0.0.1-{SOURCES}), no token; the pair "
+             f"({PAIR_RATE} round trips/s) from 127.0.0.254. Ramp steps "
+             f"{data['params']['step_s']:g} s, up to {RAMP_IN_FLIGHT} in flight. Exact "
+             "commands in flood_ramp.json.", "",
+             "| placement | run | max/s, 200 in flight | max/s, 1,000 in flight | "
+             "first broken step | broken from | most started/s in the ramp | "
+             "other processes' CPU (cores) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for placement, runs in data["placements"].items():
+        for i, run in enumerate(runs, 1):
+            maxes = [(run["max"].get(str(n)) or {}).get("summary") or {} for n in MAX_IN_FLIGHT]
+            res = (run["ramp"].get("report") or {}).get("results") or {}
+            steps = res.get("steps") or [{}]
+            top = max((s.get("started_per_s") or 0) for s in steps)
+            others = [run["ramp"].get("others", {}).get("cores")] + [
+                (run["max"].get(str(n)) or {}).get("others", {}).get("cores")
+                for n in MAX_IN_FLIGHT]
+            lines.append(
+                f"| {placement} | {i} | "
+                + " | ".join(f"{m.get('attempts_per_s', 0):,.0f}" for m in maxes)
+                + f" | {res.get('breaking_rate_per_s') or '—'} | "
+                f"{res.get('sustained_breaking_rate_per_s') or '—'} | {top:,.0f} | "
+                + " / ".join(str(o) for o in others) + " |")
+    lines.append("")
+    lines.append("Other processes' CPU: ramp / max 200 / max 1,000, in cores, read from /proc "
+                 "around each run (see `others` in the JSON for who).")
+    lines.append("")
     for placement, runs in data["placements"].items():
         spec = PLACEMENTS[placement]
         lines += [f"## `{placement}`: generator `taskset -c {spec['cpus']}`, "
                   f"--procs {spec['procs']}", ""]
         for i, run in enumerate(runs, 1):
-            m = run["max"].get("summary")
-            lines.append(f"### run {i}")
-            lines.append("")
-            if m:
-                lat = m["latency_ms"]
-                shares = ", ".join(_pct(x) or "-" for x in m["generator_cpu_share"])
-                others = run["max"]["others"]
-                lines.append(
-                    f"**Max (closed loop, 200 in flight, 10 s):** {m['attempts_per_s']:,.0f} "
-                    f"attempts/s answered ({m['started_per_s']:,.0f}/s started), outcomes "
-                    f"{m['outcomes']}, latency p50 {lat['p50_ms']} ms / p99 {lat['p99_ms']} ms; "
-                    f"generator CPU per process {shares} of a core; other processes "
-                    f"{others['cores']} cores (load {' '.join(others['loadavg'])}).")
-            else:
-                lines.append(f"**Max:** failed: {run['max'].get('stderr', '')[-300:]}")
+            lines += [f"### run {i}", "", "Closed loop, 10 s:", ""]
+            lines += [_max_line(k, v) for k, v in run["max"].items()]
             lines.append("")
             ramp = run["ramp"].get("report")
             if not ramp:
-                lines.append(f"**Ramp:** failed: {run['ramp'].get('stderr', '')[-300:]}")
+                lines += [f"Ramp failed: {run['ramp'].get('stderr', '')[-300:]}", ""]
                 continue
             res = ramp["results"]
-            rows = []
-            for s in res["steps"]:
-                pair = s["pair"] or {}
-                cores = s["cores_busy"]
-                rows.append([
-                    f"{s['offered_per_s']:,.0f}", f"{s['started_per_s']:,.0f}",
-                    f"{s['refused_per_s']:,.0f}", f"{100 * s['unclean_share']:.2f}%",
-                    "/".join(_pct(x) or "-" for x in s["generator_cpu_share"]) or "—",
-                    _pct(s["relay_cpu_share"]),
-                    " / ".join(f"{_pct(cores[c])}" for c in sorted(cores)),
-                    s["relay_cpu_us_per_refused"], s["relay_cpu_us_per_refused_net"],
-                    pair.get("p50_ms"), "∞" if pair.get("p99_infinite") else pair.get("p99_ms"),
-                    s["verdict"]])
-            lines += [f"**Ramp** ({res['summary']}; other processes "
-                      f"{run['ramp']['others']['cores']} cores during the ramp, top: "
-                      f"{run['ramp']['others']['top']}):", "",
-                      h.md_table(["offered/s", "started/s", "refused/s", "unclean",
-                                  "gen CPU", "relay CPU", "cpu0 / cpu1 busy", "µs/refused",
-                                  "µs/refused net", "pair p50 ms", "pair p99 ms", "verdict"],
-                                 rows), ""]
+            others = run["ramp"]["others"]
+            lines += [f"Ramp: {res['summary']}. Other processes: {others['cores']} cores "
+                      f"(top: {others['top']}).", "", _ramp_table(res, placement), ""]
     return "\n".join(lines)
 
 
@@ -257,17 +306,21 @@ def main() -> None:
                 server = start_relay_dev()
                 data.setdefault("relay_command", server.command)
                 try:
-                    one = {"max": run_max(server, placement, step, tmp)}
-                    time.sleep(2)
+                    one: dict[str, Any] = {"max": {}}
+                    for in_flight in MAX_IN_FLIGHT:
+                        one["max"][str(in_flight)] = run_max(server, placement, step,
+                                                             in_flight, tmp)
+                        time.sleep(2)
                     one["ramp"] = run_ramp(server, placement, ramp, step, tmp)
                     one["relay_log_tail"] = server.log_path.read_text(errors="replace")[-1500:]
                 finally:
                     server.stop()
                 runs.append(one)
-                m = one["max"].get("summary") or {}
+                maxes = {k: (v.get("summary") or {}).get("attempts_per_s")
+                         for k, v in one["max"].items()}
                 r = (one["ramp"].get("report") or {}).get("results", {})
-                print(f"{placement} run {i + 1}: max {m.get('attempts_per_s')}/s; "
-                      f"ramp: {r.get('summary')}", file=sys.stderr)
+                print(f"{placement} run {i + 1}: max {maxes}; ramp: {r.get('summary')}",
+                      file=sys.stderr)
     data["finished_at"] = h.now_utc()
     h.write_results(args.out, data, markdown(data))
     print(markdown(data))
