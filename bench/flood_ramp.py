@@ -23,7 +23,10 @@ For each placement:
 Around each run the CPU every *other* process on the machine used is read
 from /proc, so the results say what else was running.
 
-    python bench/flood_ramp.py [--quick] [--placements core1,both] [--runs 1]
+    python bench/flood_ramp.py [--quick] [--placements core1,both] [--runs 1] [--merge]
+
+``--merge`` adds the runs to the existing results (same parameters), so that
+runs made in several quiet moments of a shared machine end up in one file.
 """
 
 from __future__ import annotations
@@ -120,6 +123,27 @@ def others_cpu(before: dict[int, tuple[str, int, float]], after: dict[int, tuple
             "top": top, "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
 
 
+def machine_busy(seconds: float = 5.0) -> float:
+    """The share of all cores busy over the next *seconds* (softirq included)."""
+    def read() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+        return sum(fields) - fields[3] - fields[4], sum(fields)
+
+    (busy0, total0), _ = read(), time.sleep(seconds)
+    busy1, total1 = read()
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+def wait_quiet(limit: float, threshold: float = 0.05) -> dict[str, Any]:
+    """Wait (at most *limit* s) until the machine is under *threshold* busy for 5 s."""
+    started = time.monotonic()
+    busy = machine_busy()
+    while busy >= threshold and time.monotonic() - started < limit:
+        busy = machine_busy()
+    return {"waited_s": round(time.monotonic() - started, 1), "busy_before": round(busy, 3),
+            "quiet": busy < threshold}
+
+
 # --- runs ---------------------------------------------------------------------------
 
 
@@ -158,6 +182,9 @@ def run_max(server: h.Server, placement: str, seconds: float, in_flight: int,
             "attempts_per_s": res["attempts_per_s"], "started_per_s": res["started_per_s"],
             "outcomes": {k: v["count"] for k, v in res["outcomes"].items() if v["count"]},
             "latency_ms": res["latency_ms"], "errors": res["errors"],
+            "answered_per_s": round(
+                sum(v["count"] for k, v in res["outcomes"].items()
+                    if k not in ("error", "timeout")) / res["elapsed_s"], 1),
             "generator_cpu_share": [w["cpu_share"] for w in gen["workers"]],
             "cores_busy": res["cores_busy"],
             "verdict": gen["verdict"], "client": report["client"],
@@ -188,10 +215,11 @@ def _max_line(in_flight: str, run: dict[str, Any]) -> str:
     lat, others = m["latency_ms"], run["others"]
     shares = ", ".join(_pct(x) or "-" for x in m["generator_cpu_share"])
     cores = ", ".join(f"{k} {_pct(v)}" for k, v in m["cores_busy"].items())
-    return (f"- {in_flight} in flight: **{m['attempts_per_s']:,.0f} attempts/s** answered "
-            f"({m['outcomes']}), latency p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms; "
-            f"generator processes {shares} of a core; cores busy {cores}; verdict: "
-            f"{m['verdict']}; other processes {others['cores']} cores.")
+    return (f"- {in_flight} in flight: **{m['answered_per_s']:,.0f} answered/s** "
+            f"({m['attempts_per_s']:,.0f} attempts/s: {m['outcomes']}), latency p50 "
+            f"{lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms; generator processes "
+            f"{shares} of a core; cores busy {cores}; verdict: {m['verdict']}; other "
+            f"processes {others['cores']} cores.")
 
 
 def _core_us(s: dict[str, Any], core: str) -> float | None:
@@ -237,7 +265,7 @@ def markdown(data: dict[str, Any]) -> str:
              f"({PAIR_RATE} round trips/s) from 127.0.0.254. Ramp steps "
              f"{data['params']['step_s']:g} s, up to {RAMP_IN_FLIGHT} in flight. Exact "
              "commands in flood_ramp.json.", "",
-             "| placement | run | max/s, 200 in flight | max/s, 1,000 in flight | "
+             "| placement | run | answered/s, 200 in flight | answered/s, 1,000 in flight | "
              "first broken step | broken from | most started/s in the ramp | "
              "other processes' CPU (cores) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -252,7 +280,7 @@ def markdown(data: dict[str, Any]) -> str:
                 for n in MAX_IN_FLIGHT]
             lines.append(
                 f"| {placement} | {i} | "
-                + " | ".join(f"{m.get('attempts_per_s', 0):,.0f}" for m in maxes)
+                + " | ".join(f"{m.get('answered_per_s', 0):,.0f}" for m in maxes)
                 + f" | {res.get('breaking_rate_per_s') or '—'} | "
                 f"{res.get('sustained_breaking_rate_per_s') or '—'} | {top:,.0f} | "
                 + " / ".join(str(o) for o in others) + " |")
@@ -265,7 +293,15 @@ def markdown(data: dict[str, Any]) -> str:
         lines += [f"## `{placement}`: generator `taskset -c {spec['cpus']}`, "
                   f"--procs {spec['procs']}", ""]
         for i, run in enumerate(runs, 1):
-            lines += [f"### run {i}", "", "Closed loop, 10 s:", ""]
+            lines += [f"### run {i}", ""]
+            quiet = run.get("quiet_before")
+            if quiet:
+                lines += [f"Before the run the machine was {_pct(quiet['busy_before'])} busy "
+                          f"(waited {quiet['waited_s']} s for a quiet moment).", ""]
+            if run.get("relay_exit_during_run") is not None:
+                lines += ["**The relay exited during this run (exit "
+                          f"{run['relay_exit_during_run']}): its figures are void.**", ""]
+            lines += ["Closed loop, 10 s:", ""]
             lines += [_max_line(k, v) for k, v in run["max"].items()]
             lines.append("")
             ramp = run["ramp"].get("report")
@@ -287,6 +323,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--ramp", default=None)
     parser.add_argument("--out", default="flood_ramp", help="results name (bench/results/NAME)")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                        help="before each run, wait up to S s for the machine to be <5%% busy")
+    parser.add_argument("--merge", action="store_true",
+                        help="add these runs to bench/results/NAME.json instead of replacing it")
     args = parser.parse_args()
     step = 3.0 if args.quick else 10.0
     ramp = args.ramp or ("4000:12000:4000" if args.quick else RAMP)
@@ -295,14 +335,25 @@ def main() -> None:
         "benchmark": "flood_ramp", "quick": args.quick, "started_at": h.now_utc(),
         "command": h.command_line(), "machine": h.machine(),
         "params": {"ramp": ramp, "step_s": step, "sources": SOURCES, "pair_rate": PAIR_RATE,
-                   "runs": args.runs},
+                   "max_in_flight": list(MAX_IN_FLIGHT), "ramp_in_flight": RAMP_IN_FLIGHT},
         "placements": {},
     }
+    previous = h.RESULTS / f"{args.out}.json"
+    if args.merge and previous.exists():
+        old = json.loads(previous.read_text())
+        if old.get("params") != data["params"]:
+            sys.exit("--merge: the existing results used other parameters")
+        data["placements"] = old["placements"]
+        data["started_at"] = old["started_at"]
+        data["merged_commands"] = [*old.get("merged_commands", [old["command"]]),
+                                   data["command"]]
+        data["machines"] = [*old.get("machines", [old["machine"]]), data["machine"]]
     with tempfile.TemporaryDirectory(prefix="flood-ramp-") as tmpdir:
         tmp = Path(tmpdir)
         for placement in placements:
             runs = data["placements"].setdefault(placement, [])
             for i in range(args.runs):
+                quiet = wait_quiet(args.wait_quiet) if args.wait_quiet else None
                 server = start_relay_dev()
                 data.setdefault("relay_command", server.command)
                 try:
@@ -313,6 +364,8 @@ def main() -> None:
                         time.sleep(2)
                     one["ramp"] = run_ramp(server, placement, ramp, step, tmp)
                     one["relay_log_tail"] = server.log_path.read_text(errors="replace")[-1500:]
+                    one["relay_exit_during_run"] = server.proc.poll()
+                    one["quiet_before"] = quiet
                 finally:
                     server.stop()
                 runs.append(one)

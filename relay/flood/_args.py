@@ -14,6 +14,8 @@ from typing import Any
 MAX_SECONDS = 600.0
 """Hard upper bound of any flood duration or hold, in seconds."""
 
+IN_FLIGHT = 200
+RAMP_IN_FLIGHT = 2000
 DEFAULT_WS = "ws://127.0.0.1:8765/ws"
 DEFAULT_HTTP = "http://127.0.0.1:8080"
 
@@ -113,9 +115,9 @@ def build_parser(prog: str = "relay flood") -> argparse.ArgumentParser:
         "--concurrency",
         dest="concurrency",
         type=positive(int),
-        default=200,
         metavar="N",
-        help="attempts in flight at most, over all processes (200)",
+        help=f"attempts in flight at most, over all processes ({IN_FLIGHT}; "
+        f"{RAMP_IN_FLIGHT} with --ramp, so the cap does not throttle the open loop first)",
     )
     hs.add_argument(
         "--procs",

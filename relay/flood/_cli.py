@@ -20,7 +20,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from ._args import build_parser
+from ._args import IN_FLIGHT, RAMP_IN_FLIGHT, build_parser
 from ._common import FloodError, TargetUnreachable
 from ._handshake import HandshakeOptions, run_handshake
 from ._host import usable_cpus
@@ -55,7 +55,7 @@ def build_options(args: argparse.Namespace) -> Options:
         handshake = HandshakeOptions(
             ws=ws,
             rate=args.rate,
-            concurrency=args.concurrency,
+            concurrency=args.concurrency or (RAMP_IN_FLIGHT if args.ramp else IN_FLIGHT),
             duration=args.duration,
             count=args.count,
             token=args.token,

@@ -7,8 +7,11 @@ from array import array
 import pytest
 
 from relay.cli import main
+from relay.flood._args import build_parser
+from relay.flood._cli import build_options
 from relay.flood._handshake import HandshakeOptions, HandshakeResult, WorkerFigures, collect
 from relay.flood._host import core_busy, core_softirq, parse_core_times, parse_process_cpu
+from relay.flood._ramp import RampOptions
 from relay.flood._raw import RawTally
 from relay.flood._target import numbered_sources, parse_endpoint
 from relay.flood._worker import main as worker_main
@@ -202,3 +205,12 @@ def test_the_worker_refuses_to_run_by_hand(capsys: pytest.CaptureFixture[str]) -
     """The generator process's entry point wants its four numbers."""
     assert worker_main([]) == 2
     assert "not meant to be run by hand" in capsys.readouterr().err
+
+
+def test_a_ramp_allows_more_in_flight_by_default() -> None:
+    """200 attempts in flight by default; 2,000 with --ramp, so the cap is not the first limit."""
+    plain = build_options(build_parser().parse_args(["handshake"]))
+    ramp = build_options(build_parser().parse_args(["handshake", "--ramp", "100:200:100"]))
+    assert isinstance(plain, HandshakeOptions)
+    assert isinstance(ramp, RampOptions)
+    assert (plain.concurrency, ramp.handshake.concurrency) == (200, 2000)
