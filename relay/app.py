@@ -14,7 +14,7 @@ from .auth import AccountService, AuthService, LoginGuard
 from .bus import Bus, LocalBus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
-from .http import serve_http
+from .http import serve_admin, serve_http
 from .keys import KeyService
 from .limits import MemoryLimits, policies
 from .net import ConnectionSlots
@@ -30,6 +30,7 @@ class Bound:
 
     http_port: int
     ws_port: int
+    admin_port: int | None = None  # when [admin] is enabled
 
 
 DESCRIPTOR_RESERVE = 256
@@ -142,9 +143,19 @@ async def serve_services(
                     shutdown_trigger=shutdown_trigger, task_status=task_status
                 )
             )
+            admin_port = None
+            if services.config.admin.enabled:
+                admin_port = await nursery.start(
+                    lambda task_status: serve_admin(
+                        services, ws.status, shutdown_trigger=shutdown_trigger,
+                        task_status=task_status,
+                    )
+                )
             nursery.start_soon(_sweep_expired, services, shutdown_trigger)
-            services.log.info("relay.listening", http_port=http_port, ws_port=ws_port)
-            task_status.started(Bound(http_port=http_port, ws_port=ws_port))
+            services.log.info(
+                "relay.listening", http_port=http_port, ws_port=ws_port, admin_port=admin_port
+            )
+            task_status.started(Bound(http_port=http_port, ws_port=ws_port, admin_port=admin_port))
     finally:
         services.bus.attach(None)
 

@@ -51,7 +51,8 @@ ALIASES: Mapping[str, tuple[str, str]] = {
 }
 
 MIN_JWT_SECRET_BYTES = 32
-_SECRET_KEYS = frozenset({"jwt_secret", "dsn", "url"})
+_SECRET_KEYS = frozenset({"jwt_secret", "dsn", "url", "token"})
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,7 @@ class HttpConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     max_connections_per_ip: Count = 256
     idle_timeout: Seconds = 15 * SECONDS  # silence allowed mid-request or between requests
     request_timeout: Seconds = 30 * SECONDS  # to receive a whole request body
+    metrics: bool = True  # serve /metrics here (false: only on the admin port)
 
 
 class WsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -163,6 +165,14 @@ class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 class ServerConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_open_sockets: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: the open-file limit less 256
+    reuse_port: bool = False  # SO_REUSEPORT: several processes share the ports
+
+
+class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port = 8081
+    token: Secret = Secret("")  # required unless host is a loopback address
 
 
 class LogConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -181,6 +191,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     def replace(self, **changes: Any) -> Config:
@@ -364,6 +375,14 @@ def _check(config: Config) -> None:
         raise ConfigError(
             f"auth.jwt_secret (JWT_SECRET): must be at least {MIN_JWT_SECRET_BYTES} bytes"
         )
+    admin = config.admin
+    if admin.enabled and admin.host not in _LOOPBACK and not admin.token:
+        raise ConfigError(
+            "admin.token (RELAY_ADMIN_TOKEN): required when admin.host is not a loopback "
+            f"address (got {admin.host!r})"
+        )
+    if admin.token and len(admin.token.encode()) < MIN_JWT_SECRET_BYTES:
+        raise ConfigError(f"admin.token: must be at least {MIN_JWT_SECRET_BYTES} bytes")
     for origin in config.ws.allowed_origins:
         if origin == "*":
             raise ConfigError("ws.allowed_origins (WS_ALLOWED_ORIGINS): a wildcard is not allowed")

@@ -1,4 +1,6 @@
-"""``relay flood``: its argparse subcommands and the dispatch to each mode.
+"""``relay flood``: parse its command line, run the mode, print the tables, write the JSON.
+
+``relay.cli`` imports this module only for ``relay flood …``.
 
 Exit codes: 0 when the run completed (refusals by the relay are results,
 not errors); 2 for a usage error or a refused target; 1 when the target is
@@ -18,28 +20,19 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from ._common import MAX_SECONDS, FloodError, TargetUnreachable
+from ._args import IN_FLIGHT, RAMP_IN_FLIGHT, build_parser
+from ._common import FloodError, TargetUnreachable
 from ._handshake import HandshakeOptions, run_handshake
+from ._host import usable_cpus
 from ._idle import IdleOptions, run_idle
 from ._messages import MessagesOptions, run_messages
+from ._ramp import RampOptions, ramp_rates, run_ramp
 from ._report import document, now_iso, write_json
-from ._target import UnsafeTarget, parse_endpoint, parse_source_ips
+from ._target import UnsafeTarget, numbered_sources, parse_endpoint, parse_source_ips
 
-DEFAULT_WS = "ws://127.0.0.1:8765/ws"
-DEFAULT_HTTP = "http://127.0.0.1:8080"
 SECRET_FLAGS = ("--token",)
-
-SAFETY = (
-    "Targets must be loopback (127.0.0.0/8, ::1, localhost) unless --allow-remote is given; "
-    "on this machine the policy is loopback only."
-)
-DESCRIPTION = """\
-Load-test a relay you operate: WebSocket handshakes, message pairs, or idle
-connections. Every run is bounded (--duration/--hold at most 600 s, optional
---count) and stops by itself. Targets must be loopback (127.0.0.0/8, ::1,
-localhost) unless --allow-remote is given; on this machine the policy is
-loopback only.
-"""
+WIDE = 132
+"""Columns of the final tables when they go to a file or a pipe."""
 
 
 class _Result(Protocol):
@@ -47,143 +40,22 @@ class _Result(Protocol):
     def tables(self) -> list[Table]: ...
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_SECONDS:g}] seconds")
-    return value
+Options = HandshakeOptions | RampOptions | MessagesOptions | IdleOptions
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError("must be positive")
-        return value
-
-    return parse
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``flood`` and its three modes to the ``relay`` subcommands."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--json", metavar="PATH", help="also write the figures as JSON (- for stdout)"
-    )
-    common.add_argument(
-        "--source-ips",
-        metavar="IP,IP",
-        help="bind connections to these local addresses in turn (e.g. 127.0.0.2,127.0.0.3)",
-    )
-    common.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="allow a non-loopback target (this machine's policy: loopback only; do not use here)",
-    )
-    common.add_argument("--quiet", action="store_true", help="no live progress line")
-
-    flood = sub.add_parser(
-        "flood", help="load-test a relay you operate (loopback only)", description=DESCRIPTION
-    )
-    modes = flood.add_subparsers(dest="flood_mode", required=True)
-
-    hs = modes.add_parser(
-        "handshake",
-        parents=[common],
-        help="open and close WS handshakes",
-        description="Open WebSocket handshakes (raw upgrade, status line only, then close) "
-        "and count the answers: 101/401/403/429/503/other/error/timeout, with latency. " + SAFETY,
-    )
-    _add_ws(hs)
-    hs.add_argument(
-        "--rate", type=_positive(float), help="attempts/s (default: as fast as possible)"
-    )
-    hs.add_argument("--concurrency", type=_positive(int), default=50, help="in flight (50)")
-    _add_duration(hs)
-    hs.add_argument("--count", type=_positive(int), help="stop after this many attempts")
-    token = hs.add_mutually_exclusive_group()
-    token.add_argument("--token", metavar="JWT", help="a valid access token (Bearer)")
-    token.add_argument("--bad-token", action="store_true", help="send an invalid token")
-    token.add_argument("--no-token", action="store_true", help="send no token (the default)")
-    hs.add_argument("--origin", metavar="URL", help="send this Origin header")
-    hs.add_argument("--timeout", type=_seconds, default=5.0, metavar="S", help="per attempt (5)")
-
-    msg = modes.add_parser(
-        "messages",
-        parents=[common],
-        help="message pairs: rate, latency, loss",
-        description="Create 2*pairs throw-away accounts (flood-<hex>), connect each, and send "
-        "between pairs at --rate; report accepted/delivered per second, send->delivered "
-        "latency, and every lost or duplicated message. " + SAFETY,
-    )
-    _add_http(msg)
-    _add_ws(msg)
-    msg.add_argument("--pairs", type=_positive(int), default=2, help="sender/receiver pairs (2)")
-    msg.add_argument("--rate", type=_positive(float), default=100.0, help="msgs/s in all (100)")
-    _add_duration(msg)
-    msg.add_argument("--count", type=_positive(int), help="stop after this many messages")
-    msg.add_argument(
-        "--drain", type=_seconds, default=5.0, metavar="S", help="wait for late deliveries (5)"
-    )
-    msg.add_argument("--setup-timeout", type=_seconds, default=120.0, metavar="S")
-
-    idle = modes.add_parser(
-        "idle",
-        parents=[common],
-        help="hold N idle authenticated sockets",
-        description="Log in ceil(N/per-user-cap) throw-away accounts, open N idle WebSockets "
-        "over them, hold them --hold seconds, and report how many were established and "
-        "survived. " + SAFETY,
-    )
-    _add_http(idle)
-    _add_ws(idle)
-    idle.add_argument("--connections", type=_positive(int), default=100, help="how many (100)")
-    idle.add_argument("--hold", type=_seconds, default=10.0, metavar="S", help="seconds (max 600)")
-    idle.add_argument(
-        "--per-user-cap",
-        type=_positive(int),
-        default=64,
-        help="the relay's max_connections_per_user (64)",
-    )
-    idle.add_argument(
-        "--concurrency", type=_positive(int), default=100, help="handshakes in flight (100)"
-    )
-    idle.add_argument("--ramp-timeout", type=_seconds, default=60.0, metavar="S")
-    idle.add_argument("--setup-timeout", type=_seconds, default=120.0, metavar="S")
-
-
-def _add_ws(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ws", default=DEFAULT_WS, metavar="URL", help=f"WebSocket ({DEFAULT_WS})")
-
-
-def _add_http(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--http", default=DEFAULT_HTTP, metavar="URL", help=f"HTTP API ({DEFAULT_HTTP})"
-    )
-
-
-def _add_duration(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--duration", type=_seconds, default=10.0, metavar="S", help="seconds (10; max 600)"
-    )
-
-
-def build_options(args: argparse.Namespace) -> HandshakeOptions | MessagesOptions | IdleOptions:
+def build_options(args: argparse.Namespace) -> Options:
     """Options for the chosen mode; raises ValueError or UnsafeTarget."""
     remote = bool(args.allow_remote)
-    sources = parse_source_ips(args.source_ips, allow_remote=remote)
+    if args.sources is not None:
+        sources = numbered_sources(args.sources)
+    else:
+        sources = parse_source_ips(args.source_ips, allow_remote=remote)
     ws = parse_endpoint(args.ws, "ws")
     if args.flood_mode == "handshake":
-        return HandshakeOptions(
+        handshake = HandshakeOptions(
             ws=ws,
             rate=args.rate,
-            concurrency=args.concurrency,
+            concurrency=args.concurrency or (RAMP_IN_FLIGHT if args.ramp else IN_FLIGHT),
             duration=args.duration,
             count=args.count,
             token=args.token,
@@ -192,7 +64,10 @@ def build_options(args: argparse.Namespace) -> HandshakeOptions | MessagesOption
             source_ips=sources,
             timeout=args.timeout,
             allow_remote=remote,
+            procs=args.procs or usable_cpus(),
+            nice=args.nice,
         )
+        return handshake if args.ramp is None else _ramp_options(args, handshake)
     http = parse_endpoint(args.http, "http")
     if args.flood_mode == "messages":
         return MessagesOptions(
@@ -221,6 +96,22 @@ def build_options(args: argparse.Namespace) -> HandshakeOptions | MessagesOption
     )
 
 
+def _ramp_options(args: argparse.Namespace, handshake: HandshakeOptions) -> RampOptions:
+    if args.rate is not None or args.count is not None:
+        raise ValueError("--ramp sets each step's rate: leave out --rate and --count")
+    return RampOptions(
+        handshake=handshake,
+        rates=ramp_rates(*args.ramp),
+        step_duration=args.step_duration,
+        http=None if args.no_pair else parse_endpoint(args.http, "http"),
+        pair_rate=args.pair_rate,
+        server_pid=args.server_pid,
+        break_p99_ms=args.break_p99,
+        break_unclean=args.break_unclean,
+        keep_going=args.keep_going,
+    )
+
+
 def masked_command(argv: Sequence[str]) -> list[str]:
     """*argv* with the value of every secret flag replaced by ``<given>``."""
     out: list[str] = []
@@ -239,8 +130,13 @@ def masked_command(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def main(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
-    """Run the flood mode *args* asks for; print the tables; write the JSON."""
+def main(args_after_flood: Sequence[str], argv: Sequence[str] | None = None) -> int:
+    """Run ``relay flood ARGS…``; print the tables; write the JSON; return the exit status.
+
+    *argv* is the whole command line after ``relay`` (for the JSON report;
+    None: ``sys.argv``). A usage error exits with status 2 (argparse).
+    """
+    args = build_parser().parse_args(args_after_flood)
     try:
         options = build_options(args)
     except (ValueError, UnsafeTarget) as exc:
@@ -249,6 +145,8 @@ def main(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     runner: Callable[..., Awaitable[_Result]]
     if isinstance(options, HandshakeOptions):
         runner = run_handshake
+    elif isinstance(options, RampOptions):
+        runner = run_ramp
     elif isinstance(options, MessagesOptions):
         runner = run_messages
     else:
@@ -267,21 +165,29 @@ def main(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("relay flood: interrupted", file=sys.stderr)
         return 130
-    cpu, wall = _cpu_seconds() - cpu_before, time.monotonic() - wall_before
-    client = {"cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "cpu_share": round(cpu / wall, 3)}
+    own, workers = (
+        after - before for after, before in zip(_cpu_seconds(), cpu_before, strict=True)
+    )
+    wall = time.monotonic() - wall_before
+    cpu = own + workers
+    client = {
+        "cpu_s": round(cpu, 3),
+        "wall_s": round(wall, 3),
+        "cpu_share": round(cpu / wall, 3),
+        "coordinator_cpu_s": round(own, 3),
+        "generator_processes_cpu_s": round(workers, 3),
+    }
     out = Console(stderr=args.json == "-")
+    if not out.is_terminal:
+        out = Console(stderr=args.json == "-", width=WIDE)  # files and pipes: no wrapping
     for item in result.tables():
         out.print(item)
         out.print()
-    # Near 100% of a core, the figures are the load generator's limit, not the relay's.
-    share = f"{100 * cpu / wall:.0f}%" if wall > 0 else "-"
-    out.print(
-        f"flood's own CPU: {cpu:.2f} s in {wall:.2f} s ({share} of one core)", highlight=False
-    )
+    out.print(_cpu_line(own, workers, wall), highlight=False)
     if args.json:
         command = masked_command(["relay", *argv] if argv is not None else sys.argv)
         doc = document(
-            args.flood_mode,
+            "ramp" if isinstance(options, RampOptions) else args.flood_mode,
             argv=command,
             started_at=started_at,
             params=options.params(),
@@ -292,9 +198,25 @@ def main(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds of this process, and of its finished children (the generator processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def _cpu_line(own: float, workers: float, wall: float) -> str:
+    """flood's own CPU use, so a reader can tell whether flood was the limit."""
+    total = own + workers
+    cores = f"{total / wall:.2f} cores" if wall > 0 else "-"
+    if workers <= 0:
+        # Near 100% of a core, the figures are the load generator's limit, not the relay's.
+        share = f"{100 * own / wall:.0f}% of one core" if wall > 0 else "-"
+        return f"flood's own CPU: {own:.2f} s in {wall:.2f} s ({share})"
+    return (
+        f"flood's own CPU: {total:.2f} s in {wall:.2f} s ({cores}): "
+        f"coordinator {own:.2f} s, generator processes {workers:.2f} s"
+    )
 
 
 async def _run(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import errno
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +20,10 @@ from trio_websocket import (
 )
 from wsproto.utilities import LocalProtocolError
 
-from ._http import HttpError, request
+from ._args import MAX_SECONDS
+from ._http import HttpError, ResponseReader, exchange, request
 from ._target import Endpoint, resolve_loopback
-from ._wire import probe
-
-MAX_SECONDS = 600.0
-"""Hard upper bound of any flood duration or hold, in seconds."""
+from ._wire import PROBE_PATH, close_frame_bytes
 
 ProgressLine = Callable[[], str]
 """Returns the live progress text; called about twice a second."""
@@ -56,7 +57,7 @@ async def preflight(
     Raises :class:`~relay.flood.UnsafeTarget` for a refused target and
     :class:`TargetUnreachable` when the HTTP API does not answer
     ``GET /healthz`` with 200 or (with *probe_ws*) the WS server does not
-    answer one handshake (:func:`~relay.flood._wire.probe`; any status will do).
+    answer one handshake (:func:`probe`; any status will do).
     """
     targets = [ws] + ([http] if http is not None else [])
     for endpoint in targets:
@@ -67,8 +68,8 @@ async def preflight(
     if probe_ws:
         try:
             await probe(ws, local_address=source)
-        except (OSError, trio.TooSlowError, EOFError, ValueError) as exc:
-            reason = error_kind(exc) if isinstance(exc, OSError) else type(exc).__name__
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError, HttpError) as exc:
+            reason = error_kind(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
             raise TargetUnreachable(f"{ws.url()} is unreachable: {reason}") from None
     if http is not None:
         try:
@@ -77,6 +78,39 @@ async def preflight(
             raise TargetUnreachable(f"{http.url()} is unreachable: {exc}") from None
         if response.status != 200:
             raise TargetUnreachable(f"{http.url()}/healthz answered {response.status}")
+
+
+async def probe(ws: Endpoint, *, local_address: str | None, timeout: float = 5.0) -> int:
+    """One handshake to :data:`~relay.flood._wire.PROBE_PATH` on *ws*'s server: its status.
+
+    Proves the WebSocket server is there at the cost of one handshake (one
+    token of the relay's per-IP bucket); the relay answers 404 without a log
+    line. A bare TCP connect or a plain GET would cost less to send but
+    would each keep a server task waiting for its handshake timeout. The
+    answer is parsed by h11. Raises OSError, trio.TooSlowError or
+    :class:`~relay.flood._http.HttpError` when there is no answer.
+    """
+    reader = ResponseReader()
+    key = base64.b64encode(os.urandom(16)).decode()
+    request_bytes = reader.start(
+        "GET",
+        PROBE_PATH,
+        [
+            ("Host", ws.authority),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", key),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+    )
+    with trio.fail_after(timeout):
+        stream = await trio.open_tcp_stream(ws.host, ws.port, local_address=local_address)
+        async with stream:
+            status = (await exchange(stream, reader, request_bytes)).status
+            if status == 101:  # best effort: the server may be gone
+                with contextlib.suppress(OSError, trio.BrokenResourceError):
+                    await stream.send_all(close_frame_bytes())
+    return status
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,17 @@
 """``relay flood handshake``: open WebSocket handshakes as fast as asked, count the answers.
 
-Each attempt is a raw HTTP upgrade over a fresh TCP connection: connect,
-send the request, read only the status line, then (after a 101) send a
-masked close frame and hang up. Latency is from the start of the TCP
-connect to the status line. With a rate, attempts are started on a fixed
-schedule (attempt *k* at ``start + k / rate``), so a slow answer never
-makes the schedule drift; at most ``concurrency`` are in flight, and an
-attempt that had to wait for a slot is counted as late.
+Each attempt is a raw HTTP upgrade over a fresh TCP connection (see
+:mod:`relay.flood._raw`): connect, send the request, read only the status
+line, then (after a 101) send a masked close frame and hang up. Latency is
+from the socket's creation to the status line. The attempts are made by
+``procs`` generator processes (:mod:`relay.flood._fleet`) sharing one
+schedule: with a rate, attempt *k* starts at ``start + k / rate`` whatever
+the answers did (open loop), at most ``concurrency`` in flight in all; an
+attempt that starts more than 10 ms late is counted as late.
+
+The result says what the generator itself managed: the rate it was asked
+for, the rate it started attempts at, and each process's CPU use, so a
+reader can tell a saturated generator from a saturated relay.
 """
 
 from __future__ import annotations
@@ -20,24 +25,21 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from ._common import TargetUnreachable, check_seconds, error_kind, params_json, preflight
+from ._common import TargetUnreachable, check_seconds, params_json, preflight
+from ._fleet import Fleet
+from ._host import core_busy, core_times, generator_cores
+from ._raw import ANSWERED_ERRORS, RawPlan, RawTally, run_raw
 from ._report import fmt_rate, latency_cells, live_progress, pairs_table, table
-from ._stats import HANDSHAKE_OUTCOMES, OutcomeTally, handshake_outcome, rate
-from ._target import Endpoint, check_target, pick
-from ._wire import (
-    BAD_TOKEN,
-    open_stream,
-    read_status_line,
-    resolve,
-    say_goodbye,
-    status_of,
-    upgrade_request,
-)
+from ._stats import HANDSHAKE_OUTCOMES, OutcomeTally, rate
+from ._target import Endpoint, check_target, pick, resolve
+from ._wire import BAD_TOKEN, upgrade_request
 
-LATE_AFTER = 0.010
-ANSWERED_ERRORS = ("closed_before_status", "bad_response")
-"""Errors that still prove something is listening."""
-"""An opener that starts this many seconds after its slot counts as late."""
+REQUEST_POOL = 64
+"""Distinct upgrade requests (Sec-WebSocket-Key values) each process cycles through."""
+SATURATED = 0.90
+"""A generator process using this share of a core or more is the likely limit."""
+CORE_FULL = 0.95
+"""A core this busy (softirq included) has nothing left to give."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +48,9 @@ class HandshakeOptions:
 
     ws: Endpoint
     rate: float | None = None
-    """Attempts per second; None: as fast as *concurrency* allows."""
-    concurrency: int = 50
+    """Attempts per second in all; None: as fast as *concurrency* allows (closed loop)."""
+    concurrency: int = 200
+    """Attempts in flight at most, over all processes."""
     duration: float = 10.0
     count: int | None = None
     token: str | None = field(default=None, repr=False)
@@ -55,8 +58,15 @@ class HandshakeOptions:
     origin: str | None = None
     source_ips: tuple[str, ...] = ()
     timeout: float = 5.0
-    """Per attempt: TCP connect through the status line."""
+    """Per attempt: socket creation through the status line."""
     allow_remote: bool = False
+    procs: int = 1
+    """Generator processes."""
+    in_process: bool = False
+    """Run the one generator in a thread of this process (tests; needs procs = 1)."""
+    nice: int = 10
+    """Niceness added to the generator processes (0-19): they yield to this process and,
+    on a shared core, to the server under test."""
 
     def __post_init__(self) -> None:
         check_target(self.ws.host, allow_remote=self.allow_remote)
@@ -70,6 +80,14 @@ class HandshakeOptions:
             raise ValueError("count must be at least 1")
         if self.token is not None and self.bad_token:
             raise ValueError("give a token or ask for a bad one, not both")
+        if not 1 <= self.procs <= 64:
+            raise ValueError("procs must be 1-64")
+        if self.in_process and self.procs != 1:
+            raise ValueError("in_process needs procs = 1")
+        if not 0 <= self.nice <= 19:
+            raise ValueError("nice must be 0-19")
+        if self.ws.scheme != "ws":
+            raise ValueError("handshakes need a ws:// endpoint")
 
     @property
     def token_kind(self) -> str:
@@ -87,25 +105,145 @@ class HandshakeOptions:
                 "origin": self.origin,
                 "source_ips": list(self.source_ips),
                 "timeout_s": self.timeout,
+                "procs": self.procs,
+                "nice": self.nice,
             }
         )
+
+    def requests(self) -> tuple[bytes, ...]:
+        """The upgrade requests to cycle through, each with its own random key."""
+        token = BAD_TOKEN if self.bad_token else self.token
+        return tuple(
+            upgrade_request(self.ws, token=token, origin=self.origin, key=os.urandom(16))
+            for _ in range(REQUEST_POOL)
+        )
+
+    def in_flight_caps(self) -> list[int]:
+        """Each process's share of *concurrency* (at least 1 each)."""
+        n = self.procs
+        return [max(1, self.concurrency // n + (i < self.concurrency % n)) for i in range(n)]
+
+    def plans(self, address: str, *, first_done: bool) -> list[RawPlan]:
+        """One plan per process; attempt 0 is left out when *first_done*."""
+        requests = self.requests()
+        n = self.procs
+        caps = self.in_flight_caps()
+        return [
+            RawPlan(
+                address=address,
+                port=self.ws.port,
+                requests=requests,
+                sources=self.source_ips,
+                rate=self.rate,
+                max_in_flight=caps[i],
+                duration=self.duration,
+                count=self.count,
+                timeout=self.timeout,
+                offset=i,
+                stride=n,
+                first=1 if (first_done and i == 0) else 0,
+            )
+            for i in range(n)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFigures:
+    """What one generator process did and what it cost."""
+
+    started: int
+    cpu_s: float
+    wall_s: float
+    max_in_flight: int
+
+    @property
+    def cpu_share(self) -> float:
+        """Its CPU time over its wall time: the share of one core it used."""
+        return self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started": self.started,
+            "cpu_s": round(self.cpu_s, 3),
+            "wall_s": round(self.wall_s, 3),
+            "cpu_share": round(self.cpu_share, 3),
+            "max_in_flight": self.max_in_flight,
+        }
 
 
 @dataclass(slots=True)
 class HandshakeResult:
-    """The figures of one handshake run."""
+    """The figures of one handshake run (or of one ramp step)."""
 
     options: HandshakeOptions
     tally: OutcomeTally = field(default_factory=lambda: OutcomeTally(HANDSHAKE_OUTCOMES))
     other_statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
+    """From the common start until the last attempt ended."""
+    start_window: float = 0.0
+    """From the common start until the last attempt was started (or the duration)."""
     late_starts: int = 0
     max_lag: float = 0.0
+    workers: list[WorkerFigures] = field(default_factory=list)
+    cores: dict[str, float] = field(default_factory=dict)
+    """Every core's busy share during the run (``/proc/stat``, softirq included)."""
+    generator_cores: tuple[str, ...] = ()
+    """The cores the generator processes could run on (``cpu0``…)."""
 
     @property
     def attempts(self) -> int:
         return self.tally.total
+
+    @property
+    def started_per_s(self) -> float:
+        """Attempts started per second: what the generator actually offered."""
+        return rate(self.attempts, self.start_window)
+
+    @property
+    def unclean(self) -> int:
+        """Attempts without an HTTP answer: timeouts and errors (resets, refusals…)."""
+        return self.tally["timeout"] + self.tally["error"]
+
+    def add(self, raw: RawTally) -> None:
+        """Count one process's (or the first attempt's) figures in."""
+        for name in HANDSHAKE_OUTCOMES:
+            self.tally.add_many(name, raw.counts.get(name, 0), raw.latencies.get(name, ()))
+        self.other_statuses.update(raw.other_statuses)
+        self.errors.update(raw.errors)
+        self.late_starts += raw.late_starts
+        self.max_lag = max(self.max_lag, raw.max_lag)
+
+    def saturated_workers(self) -> int:
+        return sum(1 for w in self.workers if w.cpu_share >= SATURATED)
+
+    def full_generator_cores(self) -> list[str]:
+        """The generator's cores that were at least 95% busy (all of them, or none)."""
+        busy = [self.cores.get(name, 0.0) for name in self.generator_cores]
+        if busy and min(busy) >= CORE_FULL:
+            return list(self.generator_cores)
+        return []
+
+    def generator_verdict(self) -> str:
+        """One line: whether the generator kept up, and if not, what held it back."""
+        asked = self.options.rate
+        short = asked is not None and self.started_per_s < 0.95 * asked
+        limited = short or asked is None
+        busy = self.saturated_workers()
+        if busy and limited:
+            return f"generator-bound ({busy}/{len(self.workers)} processes ≥90% busy)"
+        full = self.full_generator_cores()
+        if full and limited:
+            return f"generator's cores full ({'+'.join(full)} ≥95% busy, softirq included)"
+        capped = bool(self.workers) and all(
+            w.max_in_flight >= plan_cap
+            for w, plan_cap in zip(self.workers, self.options.in_flight_caps(), strict=False)
+        )
+        if short:
+            return "short: in-flight cap reached" if capped else "short of the asked rate"
+        if asked is not None:
+            return "kept up"
+        return "closed loop: in-flight cap set the pace" if capped else "closed loop"
 
     def to_json(self) -> dict[str, Any]:
         rates = self.tally.rates(self.elapsed)
@@ -113,6 +251,8 @@ class HandshakeResult:
             "elapsed_s": round(self.elapsed, 3),
             "attempts": self.attempts,
             "attempts_per_s": round(rate(self.attempts, self.elapsed), 3),
+            "asked_per_s": self.options.rate,
+            "started_per_s": round(self.started_per_s, 3),
             "outcomes": {
                 name: {
                     "count": count,
@@ -128,6 +268,13 @@ class HandshakeResult:
                 "late_starts": self.late_starts,
                 "max_lag_ms": round(self.max_lag * 1e3, 3),
             },
+            "generator": {
+                "procs": len(self.workers),
+                "workers": [w.to_json() for w in self.workers],
+                "cores": list(self.generator_cores),
+                "verdict": self.generator_verdict(),
+            },
+            "cores_busy": {k: round(v, 3) for k, v in sorted(self.cores.items())},
         }
 
     def tables(self) -> list[Table]:
@@ -149,114 +296,93 @@ class HandshakeResult:
             notes.append(("other statuses", dict(sorted(self.other_statuses.items()))))
         if self.errors:
             notes.append(("errors", dict(self.errors)))
-        if self.options.rate is not None:
-            notes.append(("late starts (no free slot)", self.late_starts))
-        result = [table(title, columns, rows)]
-        if notes:
-            result.append(pairs_table("details", notes))
-        return result
+        return [table(title, columns, rows), *self._generator_tables(notes)]
+
+    def _generator_tables(self, notes: list[tuple[str, object]]) -> list[Table]:
+        options = self.options
+        asked = f"{options.rate:,.0f}/s" if options.rate is not None else "max (closed loop)"
+        shares = ", ".join(f"{100 * w.cpu_share:.0f}%" for w in self.workers)
+        notes += [
+            ("asked", asked),
+            ("started", f"{self.started_per_s:,.0f}/s"),
+            ("in flight at most", f"{options.concurrency:,}"),
+            ("late starts (>10 ms), worst", f"{self.late_starts:,} ({self.max_lag * 1e3:.0f} ms)"),
+            ("processes, CPU of a core each", f"{len(self.workers)}: {shares or '-'}"),
+            ("cores busy (softirq included)", _cores_cell(self.cores, self.generator_cores)),
+            ("verdict", self.generator_verdict()),
+        ]
+        return [pairs_table("generator", notes)]
 
 
-class _Run:
-    def __init__(self, options: HandshakeOptions) -> None:
-        self.options = options
-        self.result = HandshakeResult(options)
-        self.token = BAD_TOKEN if options.bad_token else options.token
-        self.started = trio.current_time()
-        self.stop_at = self.started + options.duration
-        self.issued = 0
-        self.address = options.ws.host
+def _cores_cell(cores: dict[str, float], mine: tuple[str, ...]) -> str:
+    if not cores:
+        return "-"
+    return ", ".join(
+        f"{name} {100 * share:.0f}%" + (" (generator's)" if name in mine else "")
+        for name, share in sorted(cores.items())
+    )
 
-    def progress_line(self) -> str:
-        elapsed = trio.current_time() - self.started
-        counts = self.result.tally.counts()
-        shown = "  ".join(f"{k} {v:,}" for k, v in counts.items() if v)
-        speed = rate(self.result.attempts, elapsed)
-        return (
-            f"handshake {min(elapsed, self.options.duration):5.1f}/{self.options.duration:g}s  "
-            f"attempts {self.result.attempts:,} ({speed:,.0f}/s)  {shown}"
-        )
 
-    def claim(self) -> int | None:
-        """The next attempt's number, or None once the count or time is used up."""
-        count = self.options.count
-        if (count is not None and self.issued >= count) or trio.current_time() >= self.stop_at:
-            return None
-        self.issued += 1
-        return self.issued - 1
+def _figures(raw: RawTally) -> WorkerFigures:
+    return WorkerFigures(
+        started=raw.started,
+        cpu_s=raw.cpu_s,
+        wall_s=max(0.0, raw.ended_at - raw.start_at),
+        max_in_flight=raw.max_in_flight_seen,
+    )
 
-    async def closed_loop(self) -> None:
-        async def worker() -> None:
-            while (i := self.claim()) is not None:
-                await self.attempt(i)
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(self.options.concurrency):
-                nursery.start_soon(worker)
+def collect(
+    options: HandshakeOptions, tallies: list[RawTally], result: HandshakeResult
+) -> HandshakeResult:
+    """Fold one round's per-process tallies into *result* (spans from their common start)."""
+    for raw in tallies:
+        result.add(raw)
+        result.workers.append(_figures(raw))
+    start = min((raw.start_at for raw in tallies if raw.start_at), default=0.0)
+    end = max((raw.ended_at for raw in tallies), default=start)
+    last = max((raw.last_start for raw in tallies), default=start)
+    result.elapsed = max(0.0, end - start)
+    count_reached = options.count is not None and result.attempts >= options.count
+    result.start_window = max(0.0, last - start) if count_reached else options.duration
+    return result
 
-    async def open_loop(self, per_second: float) -> None:
-        slots = trio.Semaphore(self.options.concurrency)
 
-        async def attempt(i: int) -> None:
-            try:
-                await self.attempt(i)
-            finally:
-                slots.release()
+async def first_attempt(options: HandshakeOptions, address: str) -> RawTally:
+    """Attempt 0, alone: raises TargetUnreachable unless it gets some HTTP answer."""
+    plan = RawPlan(
+        address=address,
+        port=options.ws.port,
+        requests=options.requests()[:1],
+        sources=options.source_ips,
+        max_in_flight=1,
+        duration=options.timeout,
+        count=1,
+        timeout=options.timeout,
+    )
+    raw = await trio.to_thread.run_sync(run_raw, plan)
+    if raw.counts["timeout"] or (raw.errors and not set(raw.errors) <= set(ANSWERED_ERRORS)):
+        reason = next(iter(raw.errors), None) or f"no answer within {options.timeout:g} s"
+        raise TargetUnreachable(f"{options.ws.url()} is unreachable: {reason}")
+    return raw
 
-        async with trio.open_nursery() as nursery:
-            while True:
-                at = self.started + self.issued / per_second
-                if at >= self.stop_at or self.claim() is None:
-                    break
-                await trio.sleep_until(at)
-                await slots.acquire()
-                lag = trio.current_time() - at
-                self.result.max_lag = max(self.result.max_lag, lag)
-                if lag > LATE_AFTER:
-                    self.result.late_starts += 1
-                nursery.start_soon(attempt, self.issued - 1)
 
-    async def attempt(self, i: int) -> tuple[str, str | None]:
-        """Make attempt *i*; record and return its outcome (and error kind, if any)."""
-        options, result = self.options, self.result
-        ws = options.ws
-        request = upgrade_request(ws, token=self.token, origin=options.origin, key=os.urandom(16))
-        start = trio.current_time()
-        status: int | None = None
-        latency = 0.0
-        error: str | None = None
-        try:
-            with trio.fail_after(options.timeout):
-                stream = await open_stream(
-                    self.address, ws.port, local_address=pick(options.source_ips, i)
-                )
-                async with stream:
-                    await stream.send_all(request)
-                    line = await read_status_line(stream)
-                    latency = trio.current_time() - start
-                    status = status_of(line)
-                    if status == 101:
-                        await say_goodbye(stream)
-        except trio.TooSlowError:
-            if status is None:
-                result.tally.add("timeout")
-                return "timeout", None
-        except EOFError:
-            error = "closed_before_status"
-        except ValueError:
-            error = "bad_response"
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            error = error_kind(exc)
-        if status is None:
-            error = error or "unknown"
-            result.errors[error] += 1
-            result.tally.add("error")
-            return "error", error
-        outcome = handshake_outcome(status)
-        if outcome == "other":
-            result.other_statuses[status] += 1
-        result.tally.add(outcome, latency)
-        return outcome, None
+async def target_address(options: HandshakeOptions) -> str:
+    """The IP literal to connect to; TargetUnreachable if the name does not resolve."""
+    await preflight(
+        ws=options.ws,
+        http=None,
+        allow_remote=options.allow_remote,
+        source=pick(options.source_ips, 0),
+        probe_ws=False,
+    )
+    try:
+        address = await resolve(options.ws.host, options.ws.port)
+    except OSError as exc:
+        raise TargetUnreachable(f"cannot resolve {options.ws.host!r}: {exc}") from None
+    if options.source_ips and (":" in address) != (":" in options.source_ips[0]):
+        raise ValueError(f"source addresses and the target {address} are not the same IP family")
+    return address
 
 
 async def run_handshake(
@@ -266,33 +392,33 @@ async def run_handshake(
 
     Guarantees: no attempt starts after ``options.duration`` seconds, none
     beyond ``options.count``, and each ends within ``options.timeout``; so
-    the call returns within about duration + timeout. Refusals are counted,
-    never raised. Raises UnsafeTarget before any connection if the target is
-    not allowed, and TargetUnreachable if the first attempt (made alone, and
-    counted) gets no HTTP answer at all.
+    the call returns within about duration + timeout (plus the generator
+    processes' start, a fraction of a second). Refusals are counted, never
+    raised. Raises UnsafeTarget before any connection if the target is not
+    allowed, and TargetUnreachable if the first attempt (made alone, and
+    counted) gets no HTTP answer at all. Cancelling the call stops the
+    generator processes.
     """
-    await preflight(
-        ws=options.ws,
-        http=None,
-        allow_remote=options.allow_remote,
-        source=pick(options.source_ips, 0),
-        probe_ws=False,
-    )
-    run = _Run(options)
-    try:
-        run.address = await resolve(options.ws.host, options.ws.port)
-    except OSError as exc:
-        raise TargetUnreachable(f"cannot resolve {options.ws.host!r}: {exc}") from None
-    first = run.claim()
-    assert first is not None
-    outcome, error = await run.attempt(first)
-    if outcome == "timeout" or error not in (None, *ANSWERED_ERRORS):
-        reason = error or f"no answer within {options.timeout:g} s"
-        raise TargetUnreachable(f"{options.ws.url()} is unreachable: {reason}")
-    async with live_progress(console, run.progress_line):
-        if options.rate is None:
-            await run.closed_loop()
-        else:
-            await run.open_loop(options.rate)
-    run.result.elapsed = trio.current_time() - run.started
-    return run.result
+    address = await target_address(options)
+    first = await first_attempt(options, address)
+    result = HandshakeResult(options)
+    result.add(first)
+    with Fleet(options.procs, in_process=options.in_process, nice=options.nice) as fleet:
+        started = trio.current_time()
+
+        def progress_line() -> str:
+            live = fleet.live_counts()
+            elapsed = max(0.0, trio.current_time() - started)
+            counts = zip(HANDSHAKE_OUTCOMES, live[1:], strict=True)
+            shown = "  ".join(f"{k} {v:,}" for k, v in counts if v)
+            return (
+                f"handshake {min(elapsed, options.duration):5.1f}/{options.duration:g}s  "
+                f"attempts {live[0]:,} ({rate(live[0], elapsed):,.0f}/s)  {shown}"
+            )
+
+        async with live_progress(console, progress_line):
+            before = core_times()
+            tallies = await fleet.run(options.plans(address, first_done=True))
+            result.cores = core_busy(before, core_times())
+    result.generator_cores = generator_cores()
+    return collect(options, tallies, result)

@@ -19,7 +19,6 @@ an IPv4 loopback target and no ``source_ips``, 127.0.0.1, .2, ... are used
 from __future__ import annotations
 
 import math
-import resource
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ._accounts import SetupTally, open_accounts
 from ._common import check_seconds, params_json, preflight
+from ._host import raise_fd_limit
 from ._opener import HandshakeDone, Opener
 from ._report import live_progress, pairs_table
 from ._stats import Latencies
@@ -157,19 +157,6 @@ class IdleResult:
 
 
 _decode = msgspec.json.Decoder().decode
-
-
-def raise_fd_limit(wanted: int) -> int:
-    """Raise the soft open-file limit toward *wanted* (up to the hard one); -1 means none."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return soft
 
 
 class _Run:

@@ -119,6 +119,13 @@ class OutcomeTally:
         if latency is not None:
             self._latencies.setdefault(outcome, Latencies()).add(latency)
 
+    def add_many(self, outcome: str, count: int, latencies: Iterable[float] = ()) -> None:
+        """Count *count* more of *outcome*; keep the *latencies* (seconds) given for them."""
+        self._counts[outcome] = self._counts.get(outcome, 0) + count
+        samples = Latencies(latencies)
+        if len(samples):
+            self._latencies.setdefault(outcome, Latencies()).extend(samples)
+
     def __getitem__(self, outcome: str) -> int:
         return self._counts.get(outcome, 0)
 

@@ -1,7 +1,8 @@
 """Where ``relay flood`` may point: URL parsing and the loopback-only rule.
 
 Everything here is pure (no I/O) except :func:`resolve_loopback`, which
-checks what the name ``localhost`` resolves to before the first connection.
+checks what the name ``localhost`` resolves to before the first connection,
+and :func:`resolve`.
 
 The rule: a target host must be a loopback address (``127.0.0.0/8``,
 ``::1``, or the name ``localhost``) unless the caller allows remote targets
@@ -125,6 +126,13 @@ def parse_source_ips(text: str | None, *, allow_remote: bool) -> tuple[str, ...]
     return tuple(sources)
 
 
+def numbered_sources(count: int) -> tuple[str, ...]:
+    """``127.0.0.1`` … ``127.0.0.<count>``; ValueError unless 1 ≤ *count* ≤ 254."""
+    if not 1 <= count <= 254:
+        raise ValueError(f"sources must be 1-254, not {count}")
+    return tuple(f"127.0.0.{i}" for i in range(1, count + 1))
+
+
 def auto_sources(connections: int, target_host: str) -> tuple[str, ...]:
     """Source addresses for *connections* to one IPv4 loopback target.
 
@@ -161,3 +169,11 @@ async def resolve_loopback(host: str, port: int, *, allow_remote: bool) -> None:
         addr = str(info[4][0])
         if not is_loopback(addr):
             raise UnsafeTarget(f"{host!r} resolves to {addr}, which is not loopback")
+
+
+async def resolve(host: str, port: int) -> str:
+    """The first address *host* resolves to (an IP literal is returned as is)."""
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"{host!r} resolves to nothing")
+    return str(infos[0][4][0])

@@ -1,22 +1,22 @@
-"""The few bytes of WebSocket handshaking flood does by hand (sans-I/O, plus two reads).
+"""The few WebSocket handshake bytes flood writes and reads by hand (sans-I/O, stdlib only).
 
-Used by the handshake mode (for speed: no WebSocket library per attempt) and
-by the start-up probe.
+Used by the handshake generator's hot path (:mod:`relay.flood._raw`), where
+a full HTTP parser per attempt would cost a noticeable share of the rate:
+it needs only the status code of the answer, so :func:`status_of` reads the
+status line and nothing else. Everything else flood reads over HTTP goes
+through h11 (:mod:`relay.flood._http`).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
-import socket
+from typing import TYPE_CHECKING
 
-import trio
-
-from ._target import Endpoint
+if TYPE_CHECKING:
+    from ._target import Endpoint
 
 BAD_TOKEN = "flood.not-a-valid.token"  # noqa: S105 (deliberately invalid, not a secret)
-MAX_STATUS_LINE = 8192
 PROBE_PATH = "/relay-flood-probe"
 
 
@@ -52,70 +52,6 @@ def close_frame(mask: bytes) -> bytes:
     return bytes((0x88, 0x80 | len(payload))) + mask + masked
 
 
-async def read_status_line(stream: trio.SocketStream) -> bytes:
-    """Read up to the end of the status line; EOFError if the peer hangs up first."""
-    buf = bytearray()
-    while b"\r\n" not in buf:
-        chunk = await stream.receive_some(4096)
-        if not chunk:
-            raise EOFError
-        buf += chunk
-        if len(buf) > MAX_STATUS_LINE:
-            raise ValueError("status line too long")
-    return bytes(buf.split(b"\r\n", 1)[0])
-
-
-async def say_goodbye(stream: trio.SocketStream) -> None:
-    """Send a close frame after a 101 (best effort: the server may be gone)."""
-    with contextlib.suppress(OSError, trio.BrokenResourceError):
-        await stream.send_all(close_frame(os.urandom(4)))
-
-
-async def probe(ws: Endpoint, *, local_address: str | None, timeout: float = 5.0) -> int:
-    """One handshake to :data:`PROBE_PATH` on *ws*'s server: the status it answers.
-
-    Proves the WebSocket server is there at the cost of one handshake (one
-    token of the relay's per-IP bucket); the relay answers 404 without a log
-    line. A bare TCP connect or a plain GET would cost less to send but
-    would each keep a server task waiting for its handshake timeout. Raises
-    OSError, trio.TooSlowError, EOFError or ValueError when there is no answer.
-    """
-    target = Endpoint(ws.scheme, ws.host, ws.port, PROBE_PATH)
-    request = upgrade_request(target, token=None, origin=None, key=os.urandom(16))
-    with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream(ws.host, ws.port, local_address=local_address)
-        async with stream:
-            await stream.send_all(request)
-            status = status_of(await read_status_line(stream))
-            if status == 101:
-                await say_goodbye(stream)
-    return status
-
-
-async def resolve(host: str, port: int) -> str:
-    """The first address *host* resolves to (an IP literal is returned as is)."""
-    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    if not infos:
-        raise OSError(f"{host!r} resolves to nothing")
-    return str(infos[0][4][0])
-
-
-async def open_stream(address: str, port: int, *, local_address: str | None) -> trio.SocketStream:
-    """One TCP connection to the IP literal *address*, from *local_address* if given.
-
-    A single socket, no name lookup and no happy-eyeballs nursery: about
-    half the CPU of ``trio.open_tcp_stream`` per connection, which matters
-    when the load generator shares a small machine with the server.
-    """
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    try:
-        if local_address is not None:
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
-            await sock.bind((local_address, 0))
-        await sock.connect((address, port))
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)
+def close_frame_bytes() -> bytes:
+    """A close frame (1000) with a fresh random mask."""
+    return close_frame(os.urandom(4))

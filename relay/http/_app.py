@@ -133,6 +133,8 @@ def _register_health(app: Quart, services: Services) -> None:
             {"status": "ready" if ready else "unavailable", **status}, 200 if ready else 503
         )
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(services.metrics.render(), content_type=CONTENT_TYPE)
+    if services.config.http.metrics:
+
+        @app.get("/metrics")
+        async def metrics() -> Response:
+            return Response(services.metrics.render(), content_type=CONTENT_TYPE)

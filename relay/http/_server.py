@@ -25,9 +25,18 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
-from ..net import Admission, ConnectionSlots, Ticket, Turnaway, canned_response, serve_admitted
+from ..net import (
+    Admission,
+    ConnectionSlots,
+    Ticket,
+    Turnaway,
+    canned_response,
+    open_listeners,
+    serve_admitted,
+)
 from ..obs import LogSampler
 from ..services import Services
+from ._admin import LiveView, create_admin_app
 from ._app import create_app
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
@@ -95,22 +104,66 @@ async def serve_http(
     in-flight requests ``http.graceful_timeout`` seconds.
     """
     config = services.config.http
-    hyper = hypercorn_config(services)
-    app = wrap_app(closes_cleanly(create_app(services)), hyper.wsgi_max_body_size, "asgi")
     slots = ConnectionSlots(
         total=config.max_connections, per_source=config.max_connections_per_ip
     )
-    admission = Admission(
-        [(services.sockets, 1.0), (slots, 1.0)], answer=refusal_answer
+    await serve_app(
+        services,
+        create_app(services),
+        name="http",
+        host=config.host,
+        port=config.port,
+        admission=Admission([(services.sockets, 1.0), (slots, 1.0)], answer=refusal_answer),
+        shutdown_trigger=shutdown_trigger,
+        task_status=task_status,
     )
+
+
+async def serve_admin(
+    services: Services,
+    live: LiveView,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the admin API (``[admin]``) until *shutdown_trigger* returns."""
+    admin = services.config.admin
+    slots = ConnectionSlots(total=64, per_source=16)  # operators, not the public
+    await serve_app(
+        services,
+        create_admin_app(services, live),
+        name="admin",
+        host=admin.host,
+        port=admin.port,
+        admission=Admission([(services.sockets, 1.0), (slots, 1.0)], answer=refusal_answer),
+        shutdown_trigger=shutdown_trigger,
+        task_status=task_status,
+    )
+
+
+async def serve_app(
+    services: Services,
+    asgi_app: ASGIApp,
+    *,
+    name: str,
+    host: str,
+    port: int,
+    admission: Admission,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve *asgi_app* on (*host*, *port*) through *admission*; see :func:`serve_http`."""
+    config = services.config.http
+    hyper = hypercorn_config(services)
+    app = wrap_app(closes_cleanly(asgi_app), hyper.wsgi_max_body_size, "asgi")
     context = WorkerContext(None)
-    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    listeners = await open_listeners(host, port, reuse_port=services.config.server.reuse_port)
     sampler = LogSampler(services.clock)
 
     def turned_away(source: str, turnaway: Turnaway) -> None:
-        services.metrics.connections_refused.labels("http", turnaway.reason).inc()
+        services.metrics.connections_refused.labels(name, turnaway.reason).inc()
         sampler.warn(
-            services.log, "ratelimit.http_connections", source, reason=turnaway.reason
+            services.log, f"ratelimit.{name}_connections", source, reason=turnaway.reason
         )
 
     async def handle(stream: trio.SocketStream, ticket: Ticket) -> None:

@@ -15,6 +15,7 @@ from ._policies import policies as policies
 from ._port import Limits as Limits
 from ._port import LockoutPolicy as LockoutPolicy
 from ._port import RatePolicy as RatePolicy
+from ._port import Refusing as Refusing
 from ._port import retry_after_header as retry_after_header
 from ._revocation import RevocationList as RevocationList
 
@@ -27,6 +28,7 @@ __all__ = [
     "MemoryLimits",
     "Policies",
     "RatePolicy",
+    "Refusing",
     "RevocationList",
     "TokenBucket",
     "bounded_key",

@@ -78,6 +78,10 @@ class Lockout:
     def __contains__(self, key: object) -> bool:
         return key in self._states
 
+    def held_keys(self) -> list[str]:
+        """The keys holding state now (failures or a lock)."""
+        return list(self._states)
+
     def locked_for(self, key: str, now: float) -> float | None:
         """Seconds (> 0) until *key*'s lock ends, or None if it is not locked at *now*."""
         state = self._states.get(key)

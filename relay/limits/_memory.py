@@ -11,6 +11,7 @@ from ._bucket import KeyedBuckets
 from ._known import KnownSources
 from ._lockout import Lockout
 from ._policies import Policies
+from ._port import Refusing
 from ._revocation import RevocationList
 
 # Sweep the revocation list when it has doubled since the last sweep (and
@@ -129,6 +130,23 @@ class MemoryLimits:
 
     async def knows(self, key: str, member: str) -> bool:
         return self._known.knows(bounded_key(key), bounded_key(member), self._clock())
+
+    async def refusing(self, limit: int) -> list[Refusing]:
+        """Buckets that are empty and keys that are locked, now; at most *limit*."""
+        now = self._clock()
+        found: list[Refusing] = []
+        for name, buckets in self._buckets.items():
+            for key in list(buckets):
+                wait = buckets.wait(key, now)
+                if wait is not None:
+                    found.append(Refusing(name, key, wait))
+        for name, lockout in self._lockouts.items():
+            for key in lockout.held_keys():
+                locked = lockout.locked_for(key, now)
+                if locked is not None:
+                    found.append(Refusing(name, key, locked))
+        found.sort(key=lambda r: -r.seconds)
+        return found[:limit]
 
     # -- revocations --------------------------------------------------------
     async def revoke(self, session_id: str, ttl: float) -> None:

@@ -40,6 +40,15 @@ class LockoutPolicy:
     duration: float
 
 
+@dataclass(frozen=True, slots=True)
+class Refusing:
+    """A limit that would refuse its key now, and for how long."""
+
+    limit: str
+    key: str
+    seconds: float
+
+
 def retry_after_header(wait: float) -> str:
     """``Retry-After`` for a refusal that clears in *wait* seconds.
 
@@ -94,6 +103,9 @@ class Limits(Protocol):
 
     async def knows(self, key: str, member: str) -> bool:
         """True if *member* is remembered under *key*."""
+
+    async def refusing(self, limit: int) -> list[Refusing]:
+        """Up to *limit* (limit or lockout, key) pairs refusing right now (for operators)."""
 
     async def revoke(self, session_id: str, ttl: float) -> None:
         """Treat the session as revoked for the next *ttl* seconds."""

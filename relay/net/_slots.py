@@ -47,6 +47,10 @@ class ConnectionSlots:
     def held_by(self, source: str) -> int:
         return self._held.get(source, 0)
 
+    def top(self, n: int) -> list[tuple[str, int]]:
+        """The *n* sources holding the most slots, most first."""
+        return sorted(self._held.items(), key=lambda item: (-item[1], item[0]))[:n]
+
     def sources(self) -> int:
         """How many sources hold at least one slot."""
         return len(self._held)

@@ -77,6 +77,10 @@ class ConnectionRegistry:
     def reserved(self) -> int:
         return self._places.used
 
+    def top_users(self, n: int) -> list[tuple[str, int]]:
+        """The *n* users with the most connections here: (user id, connections)."""
+        return self._places.top(n)
+
     def add(self, conn: Peer) -> None:
         """Index a connection whose place is reserved, for routing and revocation."""
         self._all.add(conn)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from typing import Any
 
 import structlog
 import trio
@@ -32,6 +33,7 @@ from ..net import (
     Full,
     Ticket,
     Turnaway,
+    open_listeners,
     serve_admitted,
     source_of,
 )
@@ -108,7 +110,9 @@ class WsServer:
         Supports ``nursery.start()``: reports the bound port once listening.
         """
         config = self._config
-        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        listeners = await open_listeners(
+            config.host, config.port, reuse_port=self._services.config.server.reuse_port
+        )
         admission = Admission(
             [(self._services.sockets, 1.0), (self.pending, 1.0)], shed=self._shed_check
         )
@@ -156,6 +160,24 @@ class WsServer:
                     handlers.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
                 timers.cancel_scope.cancel()  # every connection is gone
             self.pipeline.close()  # the owner nursery now waits for the last commit
+
+    def status(self) -> dict[str, Any]:
+        """The live figures an operator asks for (``GET /admin/status``)."""
+        depths = self.registry.queue_depths()
+        return {
+            "connections": {
+                "total": len(self.registry),
+                "pending": self.pending.used,
+                "top_users": [
+                    {"user_id": user, "connections": n} for user, n in self.registry.top_users(20)
+                ],
+            },
+            "queues": {
+                "pipeline": self.pipeline.depth(),
+                "outbound_total": sum(depths),
+                "outbound_max": max(depths, default=0),
+            },
+        }
 
     def _shed_check(self, ip: str) -> float | None:
         return self._services.limits.blocked_for(names.HANDSHAKE, ip)

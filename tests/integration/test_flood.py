@@ -1,25 +1,31 @@
 """relay flood against an in-process relay: each mode, short and bounded.
 
 Only what must hold is asserted (outcomes, loss, duplication, counts),
-never speed. Each run is a second or two of real time.
+never speed. Each run is a second or two of real time. The handshake
+generator runs in its own processes (as from the command line) unless a
+test says otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
+import pytest
 import trio
 
 from relay.flood import (
     HandshakeOptions,
     IdleOptions,
     MessagesOptions,
+    TargetUnreachable,
     parse_endpoint,
     run_handshake,
     run_idle,
     run_messages,
 )
+from relay.flood._ramp import RampOptions, run_ramp
 from relay.flood._report import document, now_iso
 from tests.conftest import Relay, RelayFactory, login, register
 from tests.wsclient import ws_url
@@ -101,6 +107,103 @@ async def test_rate_and_duration_bound_a_run(relay_with: RelayFactory) -> None:
     )
     assert result.attempts == 20  # attempt k starts at k / 20 s, for k / 20 < 1
     assert result.tally.counts()["101"] == 20  # no token: admitted, to authenticate later
+
+
+async def test_several_processes_share_one_count(relay_with: RelayFactory) -> None:
+    """Two generator processes make exactly the attempts asked for, between them."""
+    relay, _ = await relay_with()
+    result = await run_handshake(
+        HandshakeOptions(ws=parse_endpoint(ws_url(relay), "ws"), count=41, procs=2)
+    )
+    assert result.attempts == 41
+    assert len(result.workers) == 2
+    assert sum(w.started for w in result.workers) == 40  # plus the first attempt, made alone
+    assert result.to_json()["generator"]["procs"] == 2
+
+
+async def test_the_generator_can_run_in_this_process(relay_with: RelayFactory) -> None:
+    """in_process runs the same engine in a thread, with the same accounting."""
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=60, ws__handshake_burst=10)
+    result = await run_handshake(
+        HandshakeOptions(ws=parse_endpoint(ws_url(relay), "ws"), count=30, in_process=True)
+    )
+    counts = result.tally.counts()
+    assert result.attempts == 30
+    assert counts["101"] + counts["429"] == 30, counts
+    assert 10 <= counts["101"] <= 12  # the burst, plus what refilled meanwhile
+
+
+async def test_each_source_address_has_its_own_bucket(relay_with: RelayFactory) -> None:
+    """Two source addresses get two bursts of upgrades before the 429s."""
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=60, ws__handshake_burst=10)
+    result = await run_handshake(
+        HandshakeOptions(
+            ws=parse_endpoint(ws_url(relay), "ws"),
+            count=60,
+            source_ips=("127.0.0.2", "127.0.0.3"),
+        )
+    )
+    counts = result.tally.counts()
+    assert counts["101"] + counts["429"] == 60, counts
+    assert 20 <= counts["101"] <= 24  # two bursts of 10, plus what refilled meanwhile
+
+
+async def test_cancelling_a_run_stops_it_at_once(relay_with: RelayFactory) -> None:
+    """A cancelled 30 s run returns promptly, its generator processes stopped."""
+    relay, _ = await relay_with()
+    options = HandshakeOptions(ws=parse_endpoint(ws_url(relay), "ws"), rate=20, duration=30)
+    with trio.fail_after(15):  # a hang guard, not a speed test
+        with trio.move_on_after(1) as scope:
+            await run_handshake(options)
+    assert scope.cancelled_caught
+
+
+async def test_nothing_listening_is_unreachable() -> None:
+    """A port nobody listens on stops the run before it starts."""
+    with pytest.raises(TargetUnreachable, match="unreachable"):
+        await run_handshake(HandshakeOptions(ws=parse_endpoint("ws://127.0.0.1:1/ws", "ws")))
+
+
+def ramp_options(relay: Relay, **changes: object) -> RampOptions:
+    values: dict[str, object] = {
+        "handshake": HandshakeOptions(ws=parse_endpoint(ws_url(relay), "ws")),
+        "rates": (20.0, 40.0),
+        "step_duration": 0.5,
+        "http": parse_endpoint(relay.http_url, "http"),
+        "pair_rate": 20.0,
+        "server_pid": os.getpid(),  # the relay under test runs in this process
+        "break_p99_ms": 60_000.0,
+        "settle": 5.0,
+    }
+    return RampOptions(**(values | changes))  # type: ignore[arg-type]
+
+
+async def test_a_ramp_runs_a_baseline_then_every_step(relay_with: RelayFactory) -> None:
+    """With nothing broken, the ramp runs its baseline and each rate, with all their figures."""
+    relay, _ = await relay_with(ws__handshake_rate_per_minute=60, ws__handshake_burst=5)
+    with trio.fail_after(60):
+        result = await run_ramp(ramp_options(relay))
+    assert [step.offered for step in result.steps] == [0.0, 20.0, 40.0]
+    for step in result.steps:
+        assert step.pair is not None
+        assert step.pair.pings > 0
+        assert step.relay_cpu_s is not None
+        assert not step.broken
+    assert all(step.refused > 0 for step in result.steps[1:])
+    doc = result.to_json()
+    assert doc["breaking_rate_per_s"] is None
+    assert doc["steps"][1]["flood"]["outcomes"]["429"]["count"] > 0
+    json.dumps(doc)
+
+
+async def test_a_ramp_stops_at_its_first_broken_step(relay_with: RelayFactory) -> None:
+    """A step over the p99 threshold is the breaking rate; no step runs after it."""
+    relay, _ = await relay_with()
+    with trio.fail_after(60):
+        result = await run_ramp(ramp_options(relay, break_p99_ms=0.001))
+    assert [step.offered for step in result.steps] == [0.0, 20.0]
+    assert result.steps[1].broken
+    assert result.to_json()["breaking_rate_per_s"] == 20.0
 
 
 async def test_messages_pairs_lose_and_duplicate_nothing(relay_with: RelayFactory) -> None:

@@ -1,11 +1,10 @@
-"""Spec for flood's wire helpers: the raw upgrade, status lines, HTTP parsing, masking."""
+"""Spec for flood's hand-written wire bytes: the raw upgrade, status lines, masking."""
 
 from __future__ import annotations
 
 import pytest
 
 from relay.flood._cli import masked_command
-from relay.flood._http import HttpError, parse_response
 from relay.flood._target import Endpoint
 from relay.flood._wire import close_frame, status_of, upgrade_request
 
@@ -39,29 +38,6 @@ def test_status_lines() -> None:
 def test_close_frame_is_masked_1000() -> None:
     assert close_frame(bytes(4)) == b"\x88\x82\x00\x00\x00\x00\x03\xe8"
     assert close_frame(b"\xff\x00\x00\x00") == b"\x88\x82\xff\x00\x00\x00\xfc\xe8"
-
-
-def test_parse_response_with_length_and_chunks() -> None:
-    plain = parse_response(
-        b'HTTP/1.1 429 \r\nRetry-After: 7\r\nContent-Length: 24\r\n\r\n{"error":"rate_limited"}'
-    )
-    assert plain.status == 429
-    assert plain.retry_after() == 7.0
-    assert plain.error_code() == "rate_limited"
-    chunked = parse_response(
-        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n3\r\n:1}\r\n0\r\n\r\n'
-    )
-    assert chunked.json() == {"a": 1}
-    assert chunked.retry_after() is None
-    empty = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n")
-    assert (empty.status, empty.body, empty.json()) == (204, b"", None)
-    for bad in (
-        b"HTTP/1.1 200 OK\r\n",
-        b"nonsense\r\n\r\n",
-        b"HTTP/1.1 200\r\nContent-Length: 9\r\n\r\n{}",
-    ):
-        with pytest.raises(HttpError):
-            parse_response(bad)
 
 
 def test_the_json_command_line_never_holds_the_token() -> None:

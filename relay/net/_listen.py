@@ -1,0 +1,46 @@
+"""Listening sockets, with SO_REUSEPORT when several processes share a port."""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+
+BACKLOG = 1024
+
+
+async def open_listeners(
+    host: str, port: int, *, reuse_port: bool = False
+) -> list[trio.SocketListener]:
+    """Listeners on every address *host* resolves to (as ``trio.open_tcp_listeners``).
+
+    With *reuse_port*, each socket sets ``SO_REUSEPORT`` before binding, so
+    that several relay processes can listen on the same port and the kernel
+    spreads new connections across them. Port 0 with *reuse_port* binds an
+    ephemeral port per socket, as usual.
+    """
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host, backlog=BACKLOG)
+    listeners: list[trio.SocketListener] = []
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    try:
+        for family, kind, proto, _, sockaddr in infos:
+            sock = trio.socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(sockaddr)
+                sock.listen(BACKLOG)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners

@@ -1,0 +1,66 @@
+"""Spec: ``relay serve`` does not load the load tester; ``relay flood`` still works."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from relay.cli import main
+
+SERVE_PATH = """
+import relay.cli
+try:
+    relay.cli.main(["serve", "--help"])  # builds the whole parser, parses a serve line
+except SystemExit:
+    pass
+"""
+
+
+def modules_after(code: str, prefix: str) -> set[str]:
+    """The modules named *prefix* or *prefix*.* that *code* leaves imported (fresh interpreter)."""
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()[-1]
+    return {m for m in json.loads(out) if m == prefix or m.startswith(prefix + ".")}
+
+
+def test_relay_serve_does_not_import_relay_flood() -> None:
+    """Importing relay.cli and parsing a serve command line loads no flood code."""
+    assert modules_after(SERVE_PATH, "relay.flood") == set()
+
+
+def test_relay_serve_imports_no_rich_beyond_what_structlog_does() -> None:
+    """relay adds no rich module of its own to relay serve's imports.
+
+    structlog imports rich (for its console tracebacks) whenever rich is
+    installed, so the bar is what ``import structlog`` alone loads.
+    """
+    assert modules_after(SERVE_PATH, "rich") <= modules_after("import structlog", "rich")
+
+
+def test_relay_flood_help_still_lists_the_modes(capsys: pytest.CaptureFixture[str]) -> None:
+    """``relay flood --help`` is answered by flood's own parser."""
+    with pytest.raises(SystemExit) as caught:
+        main(["flood", "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: relay flood" in out
+    for mode in ("handshake", "messages", "idle"):
+        assert mode in out
+
+
+def test_relay_help_lists_flood(capsys: pytest.CaptureFixture[str]) -> None:
+    """``relay --help`` still shows the flood command."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "flood" in capsys.readouterr().out
+
+
+def test_a_flood_submodule_alone_does_not_load_the_others() -> None:
+    """Importing one part of relay.flood (its parser) does not import the modes."""
+    loaded = modules_after("import relay.flood._args", "relay.flood")
+    assert loaded == {"relay.flood", "relay.flood._args"}
