@@ -154,8 +154,8 @@ def _operation(summary: str, responses: Json, *, uses_store: bool = True, **more
 # --- paths: one entry per path ------------------------------------------------------
 
 
-def _paths() -> Json:
-    return {
+def _paths(config: Config) -> Json:
+    paths = {
         "/api/accounts": _accounts(),
         "/api/login": _login(),
         "/api/token/refresh": _token_refresh(),
@@ -176,6 +176,9 @@ def _paths() -> Json:
         "/metrics": _metrics(),
         OPENAPI_PATH: _openapi(),
     }
+    if not config.http.metrics:  # then only on the admin port
+        del paths["/metrics"]
+    return paths
 
 
 def _accounts() -> Json:
@@ -642,7 +645,7 @@ def openapi_document(config: Config) -> Json:
             ),
         },
         "servers": [{"url": "/"}],
-        "paths": _paths(),
+        "paths": _paths(config),
         "components": {
             "schemas": _schemas(config),
             "securitySchemes": {

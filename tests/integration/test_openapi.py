@@ -138,3 +138,12 @@ async def test_the_prekey_cap_follows_the_configuration(relay_with: RelayFactory
     document = (await http.get("/api/openapi.json")).json()
     upload = document["components"]["schemas"]["KeyUpload"]
     assert upload["properties"]["one_time_prekeys"]["maxItems"] == 7
+
+
+async def test_metrics_is_documented_only_where_it_is_served(relay_with: RelayFactory) -> None:
+    """With http.metrics = false, /metrics is neither served nor documented."""
+    relay, http = await relay_with(http__metrics=False)
+    document = (await http.get("/api/openapi.json")).json()
+    assert "/metrics" not in document["paths"]
+    assert (await http.get("/metrics")).status_code == 404
+    assert documented(document) == app_routes(relay.services)
