@@ -32,7 +32,8 @@ REPORT = os.environ.get("RELAY_FUZZ_REPORT")
 # so that they never spend the per-IP login budget of the fuzzer (127.0.0.1).
 HARNESS_ADDRESS = "127.0.0.2"
 FUZZER, PEER = "fuzzer", "fuzzpeer"
-DROP = "fuzzdrop"  # the account of account-wide operations (logout/all, password change)
+DROP = "fuzzdrop"  # the account whose every session POST /api/logout/all ends
+KEEPER = "fuzzkeeper"  # the account whose password changes (the caller's session stays)
 DOOMED = "fuzzdoomed"  # the account to delete (its own lockout, so a real password gets through)
 SPARE_SESSIONS = 4
 REFRESH_AFTER = 600  # seconds; access tokens live 900 (auth.access_token_ttl)
@@ -87,8 +88,9 @@ class Session:
             response = self.harness.post(
                 "/api/token/refresh", json={"refresh_token": self.grant["refresh_token"]}
             )
-            assert response.status_code == 200, response.text
-            self.grant, self.issued = response.json(), time.monotonic()
+            if response.status_code == 200:  # else ended (deleted, logged out): 401s are fine
+                self.grant = response.json()
+            self.issued = time.monotonic()
         return str(self.grant["access_token"])
 
 
@@ -105,7 +107,8 @@ class Target:
     spare_device: str  # a second device of FUZZER, to delete
     peer: Session  # PEER's: a device with keys to fetch, and a WebSocket
     tally: Tally
-    drop: Session  # DROP's: the token of account-wide operations
+    drop: Session  # DROP's device (logout/all gets a fresh session of it each time)
+    keeper: Session  # KEEPER's: the token of password changes
     doomed: Session  # DOOMED's: the token of account deletion
     last: dict[str, str] = field(default_factory=dict)  # the last fresh token, by account
 
@@ -127,13 +130,9 @@ class Target:
             return self.fresh_token(DROP, self.drop.device_id)
         if path == "/api/account/delete":
             return self.doomed.access_token()
-        if path.startswith("/api/account/"):
-            return self.drop.access_token()
+        if path == "/api/account/password":
+            return self.keeper.access_token()
         return self.primary.access_token()
-
-    def renew_drop(self) -> None:
-        """A new DROP session (logout/all ended every one before)."""
-        self.drop = Session(self.harness, _grant(self.harness, username=DROP))
 
     def internal_errors(self) -> list[str]:
         """The relay's log lines about internal errors so far."""
@@ -182,7 +181,7 @@ def serving(workdir: Path, tally: Tally, **settings: str) -> Iterator[Target]:
         base_url = f"http://127.0.0.1:{ports['http_port']}"
         transport = httpx.HTTPTransport(local_address=HARNESS_ADDRESS)
         with httpx.Client(base_url=base_url, transport=transport, timeout=10) as harness:
-            for name in (FUZZER, PEER, DROP, DOOMED):
+            for name in (FUZZER, PEER, DROP, KEEPER, DOOMED):
                 created = harness.post(
                     "/api/accounts", json={"username": name, "password": PASSWORD}
                 )
@@ -195,6 +194,7 @@ def serving(workdir: Path, tally: Tally, **settings: str) -> Iterator[Target]:
             spare_device = _grant(harness, username=FUZZER)["device_id"]
             peer = Session(harness, _grant(harness, username=PEER))
             drop = Session(harness, _grant(harness, username=DROP))
+            keeper = Session(harness, _grant(harness, username=KEEPER))
             doomed = Session(harness, _grant(harness, username=DOOMED))
             upload, _ = make_device_keys(100)
             headers = {"Authorization": f"Bearer {peer.access_token()}"}
@@ -210,6 +210,7 @@ def serving(workdir: Path, tally: Tally, **settings: str) -> Iterator[Target]:
                 peer,
                 tally,
                 drop,
+                keeper,
                 doomed,
             )
     finally:
