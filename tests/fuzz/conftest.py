@@ -110,7 +110,9 @@ class Target:
     drop: Session  # DROP's device (logout/all gets a fresh session of it each time)
     keeper: Session  # KEEPER's: the token of password changes
     doomed: Session  # DOOMED's: the token of account deletion
-    last: dict[str, str] = field(default_factory=dict)  # the last fresh token, by account
+    # The last session to be ended, by account: the fallback when the harness's
+    # own logins are rate-limited (never the primary: that would end the run's).
+    last: dict[str, str] = field(default_factory=dict)
 
     def fresh_token(self, username: str, device_id: str) -> str:
         """A new session of *username* (to be ended), or the last one if a login is refused."""
@@ -120,7 +122,7 @@ class Target:
         )
         if response.status_code == 200:
             self.last[username] = response.json()["access_token"]
-        return self.last.get(username) or self.primary.access_token()
+        return self.last[username]
 
     def token_for(self, path: str) -> str:
         """The Bearer token for a request to *path*."""
@@ -133,6 +135,11 @@ class Target:
         if path == "/api/account/password":
             return self.keeper.access_token()
         return self.primary.access_token()
+
+    def primary_alive(self) -> bool:
+        """Is the session every Bearer request uses still good? (A run that ended it tests 401s.)"""
+        headers = {"Authorization": f"Bearer {self.primary.access_token()}"}
+        return self.harness.get("/api/devices", headers=headers).status_code == 200
 
     def internal_errors(self) -> list[str]:
         """The relay's log lines about internal errors so far."""
@@ -212,6 +219,10 @@ def serving(workdir: Path, tally: Tally, **settings: str) -> Iterator[Target]:
                 drop,
                 keeper,
                 doomed,
+                last={
+                    FUZZER: _grant(harness, username=FUZZER, device_id=device)["access_token"],
+                    DROP: drop.access_token(),
+                },
             )
     finally:
         process.kill()

@@ -144,3 +144,4 @@ def test_generated_requests_get_documented_answers_and_no_5xx(
 
     answers_as_documented()
     assert target.internal_errors() == []
+    assert target.primary_alive()
