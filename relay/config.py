@@ -177,7 +177,7 @@ class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 class LogConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"
+    format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

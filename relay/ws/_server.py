@@ -110,8 +110,9 @@ class WsServer:
         Supports ``nursery.start()``: reports the bound port once listening.
         """
         config = self._config
+        reuse_port = self._services.config.server.reuse_port
         listeners = await open_listeners(
-            config.host, config.port, reuse_port=self._services.config.server.reuse_port
+            config.host, config.port, reuse_port=reuse_port, server="ws"
         )
         admission = Admission(
             [(self._services.sockets, 1.0), (self.pending, 1.0)], shed=self._shed_check
