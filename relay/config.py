@@ -157,6 +157,11 @@ class BusConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True)
     url: Secret = Secret("")
 
 
+class LimitsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    backend: Literal["memory"] = "memory"
+    url: Secret = Secret("")
+
+
 class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     ttl: Seconds = 30 * DAYS
     max_per_device: Count = 10_000
@@ -189,6 +194,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     keys: KeysConfig = msgspec.field(default_factory=KeysConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)

@@ -90,6 +90,8 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._writing = False
         self._replayed: int | None = None  # the last seq the replay sent, once it is done
+        self._sent_seq = 0  # the highest message seq written to the socket
+        self._catch_up = False  # read the store again (the bus may have dropped pushes)
         self._pong: trio.Event | None = None
 
     def _monotonic(self, unix_time: float, now: float) -> float:
@@ -112,6 +114,11 @@ class Connection:
     def queued(self) -> int:
         """Frames waiting for the writer."""
         return len(self.outbox)
+
+    def catch_up(self) -> None:
+        """Send what the store holds past the last message sent (after lost pushes)."""
+        self._catch_up = True
+        self._wake_writer()
 
     def close(self, verdict: Close) -> None:
         """Close with *verdict* (the first one wins): stops every task of this connection."""
@@ -251,8 +258,11 @@ class Connection:
                 await send_frames(
                     self.ws, [ready_frame(self.username, self.device_id, self.session_id)]
                 )
-                self._replayed = await self._replay()
-            while self.outbox:
+                self._replayed = await self._replay(0)
+            while self._catch_up or self.outbox:
+                if self._catch_up:
+                    self._catch_up = False
+                    self._replayed = await self._replay(self._sent_seq)
                 await self._write_waiting(self._replayed)
         except ConnectionClosed:
             self.close(PEER_GONE)  # the socket died under a write: nothing to report
@@ -272,6 +282,7 @@ class Connection:
                 if item.seq > replayed:
                     out.append(item.frame)
                     messages += 1
+                    self._sent_seq = max(self._sent_seq, item.seq)
             elif isinstance(item, Control):
                 out.append(item.frame)
             else:
@@ -282,8 +293,8 @@ class Connection:
             sent.labels("message").inc(messages)
             sent.labels("control").inc(len(out) - messages)
 
-    async def _replay(self) -> int:
-        """Send every stored unacked message in order; return the last seq sent.
+    async def _replay(self, after: int) -> int:
+        """Send every stored unacked message past seq *after*, in order; the last seq sent.
 
         The connection is registered before this starts, so every message
         stored meanwhile is put in the outbox too. Between chunks the outbox
@@ -291,7 +302,7 @@ class Connection:
         notices are sent at once; live messages are dropped, and another
         page is read to send them in order.
         """
-        store, last = self._ctx.store, 0
+        store, last = self._ctx.store, after
         while True:
             page = await store.pending(self.device_id, last, REPLAY_PAGE)
             missed = False
@@ -299,6 +310,7 @@ class Connection:
                 chunk = page[start : start + WRITE_BATCH]
                 await send_frames(self.ws, [_frame(queued) for queued in chunk])
                 last = chunk[-1].seq
+                self._sent_seq = max(self._sent_seq, last)
                 self._ctx.metrics.ws_frames_out.labels("message").inc(len(chunk))
                 missed |= await self._send_waiting_controls(last)
             if len(page) < REPLAY_PAGE and not missed:

@@ -276,12 +276,16 @@ class WsServer:
         )
         self._log.info("ws.connected", ip=ip)
         conn = Connection(ws, claims, user.username, self._ctx)
+        bus = self._services.bus
         self.registry.add(conn)
         try:
+            # Before the replay: a message stored from now on is routed here.
+            await bus.announce(claims.device_id)
             await self._note_seen(claims.session_id)
             await conn.run()
         finally:
             self.registry.remove(conn)
+            bus.withdraw(claims.device_id)
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 await self._note_seen(claims.session_id)
 
