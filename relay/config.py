@@ -171,6 +171,7 @@ class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 class ServerConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_open_sockets: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: the open-file limit less 256
     reuse_port: bool = False  # SO_REUSEPORT: several processes share the ports
+    workers: Count = 1  # processes `relay serve` starts (> 1 needs the Redis bus and limits)
 
 
 class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
