@@ -39,7 +39,7 @@ from ..net import (
 )
 from ..services import Services
 from ..store import StoreUnavailable
-from ._connection import Connection, ConnectionContext
+from ._connection import Connection, ConnectionContext, FrameCounters
 from ._frames import AuthFrame, FrameError, decode_frame
 from ._gate import HandshakeGate, Refusal
 from ._heartbeats import Heartbeats
@@ -97,6 +97,7 @@ class WsServer:
             log=services.log,
             clock=services.clock,
             wall_clock=services.wall_clock,
+            counters=FrameCounters(services.metrics),
         )
 
     async def serve(
