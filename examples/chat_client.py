@@ -6,6 +6,10 @@
     python examples/chat_client.py --user alice --register --to bob   # type lines
 
 Incoming messages are printed to stdout and acked; status goes to stderr.
+The client remembers its device: the first login registers one and writes its
+id to a small state file (``--state``, default ``~/.relay-chat/<user>.json``);
+later runs log in as that device, so messages that arrived while it was away
+are replayed to it. ``--new-device`` registers (and remembers) another.
 ``--send TEXT`` exits once its message is accepted, ``--receive N`` after N
 messages; ``--timeout`` bounds both. It does what every client must (see
 docs/protocol.md): resend unaccepted messages with the same id after a
@@ -26,6 +30,7 @@ import sys
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -47,9 +52,32 @@ def status(text: str) -> None:
     print(f"* {text}", file=sys.stderr, flush=True)
 
 
+class State:
+    """This user's device id, kept between runs in a small JSON file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def device_id(self) -> str | None:
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            value = json.loads(self.path.read_text()).get("device_id")
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, str) else None
+
+    def save_device(self, device_id: str) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"device_id": device_id}) + "\n")
+
+
 class Client:
     def __init__(self, args: argparse.Namespace, password: str, http: httpx.AsyncClient) -> None:
         self.args, self.password, self.http = args, password, http
+        self.state = State(state_path(args))
         self.grant: dict[str, Any] = {}
         self.expires_at = 0.0  # trio clock time when the access token expires
         self.outbox: dict[str, dict[str, Any]] = {}  # client id -> send frame, until accepted
@@ -66,12 +94,19 @@ class Client:
             r = await self.http.post("/api/accounts", json=creds)
             if r.status_code not in (201, 409):  # 409: it exists already, fine
                 raise Fatal(f"registration failed: {r.status_code} {r.text}")
-        body = {**creds, "device_id": self.args.device} if self.args.device else creds
+        remembered = None if self.args.new_device else self.state.device_id()
+        device = self.args.device or remembered
+        body = {**creds, "device_id": device} if device else creds
         r = await self.http.post("/api/login", json=body)
+        if r.status_code == 404 and device and not self.args.device:  # deleted since: a new one
+            status(f"device {device} is gone; registering a new one")
+            r = await self.http.post("/api/login", json=creds)
         if r.status_code != 200:
             raise Fatal(f"login failed: {r.status_code} {r.text}")
         self.take(r.json())
-        status(f"logged in as {self.args.user}, device {self.grant['device_id']}")
+        known = " (remembered)" if device == self.grant["device_id"] else " (new)"
+        self.state.save_device(self.grant["device_id"])
+        status(f"logged in as {self.args.user}, device {self.grant['device_id']}{known}")
 
     def take(self, grant: dict[str, Any]) -> None:
         self.grant = grant
@@ -90,6 +125,8 @@ class Client:
     async def run(self) -> None:
         try:
             await self.login()
+            if self.args.receive == 0:  # log in (registering the device), then leave
+                self.done.set()
             while not self.done.is_set():
                 try:
                     delay = await self.attempt()
@@ -264,6 +301,13 @@ async def main(args: argparse.Namespace, password: str) -> int:
         return 1 if client.failed else 0
 
 
+def state_path(args: argparse.Namespace) -> Path:
+    """Where this user's device id is kept: one file per user and relay."""
+    base = Path(args.state) if args.state else Path.home() / ".relay-chat"
+    relay = args.http.split("://", 1)[-1].replace(":", "_").replace("/", "_")
+    return base / f"{args.user.lower()}@{relay}.json"
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--http", default="http://127.0.0.1:8080", help="the relay's HTTP API")
@@ -271,11 +315,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--user", required=True)
     p.add_argument("--password", help="default: $RELAY_PASSWORD, else a prompt")
     p.add_argument("--register", action="store_true", help="create the account first")
-    p.add_argument("--device", help="log in as this existing device (default: a new one)")
+    p.add_argument("--device", help="log in as this device (default: the remembered one)")
+    p.add_argument("--state", help="directory of the state files (default: ~/.relay-chat)")
+    p.add_argument(
+        "--new-device", action="store_true", help="register a new device (and remember it)"
+    )
     p.add_argument("--to", help="the peer's username")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--send", metavar="TEXT", help="send one message, exit when accepted")
-    mode.add_argument("--receive", metavar="N", type=int, help="exit after N messages")
+    mode.add_argument(
+        "--receive", metavar="N", type=int, help="exit after N messages (0: after logging in)"
+    )
     p.add_argument("--timeout", type=float, help="give up after this many seconds")
     args = p.parse_args()
     if args.send is not None and not args.to:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from .cli import main
+try:
+    from .cli import main
 
-sys.exit(main())
+    code = main()
+except KeyboardInterrupt:  # Ctrl-C before a command's own handling (e.g. while importing)
+    print("relay: interrupted; nothing changed", file=sys.stderr)
+    code = 130
+sys.exit(code)

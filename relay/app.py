@@ -16,7 +16,7 @@ from .config import Config
 from .crypto import PasswordHasher, TokenService
 from .http import serve_admin, serve_http
 from .keys import KeyService
-from .limits import MemoryLimits, policies
+from .limits import Limits, MemoryLimits, policies
 from .net import ConnectionSlots
 from .obs import Metrics, get_logger
 from .services import Services
@@ -51,6 +51,11 @@ def socket_budget(config: Config) -> int:
     return max(64, soft - DESCRIPTOR_RESERVE)
 
 
+def make_limits(config: Config, clock: Callable[[], float]) -> Limits:
+    """The Limits adapter chosen in ``[limits] backend``."""
+    return MemoryLimits(policies(config), clock=clock)
+
+
 def make_bus(config: Config) -> Bus:
     """The Bus adapter chosen in ``[bus] backend``."""
     return LocalBus()
@@ -82,7 +87,7 @@ async def open_services(
     log = get_logger("relay")
     metrics = Metrics()
     async with open_store(config) as store:
-        limits = MemoryLimits(policies(config), clock=limits_clock)
+        limits = make_limits(config, limits_clock)
         hasher = PasswordHasher(
             opslimit=config.auth.argon2_opslimit,
             memlimit=config.auth.argon2_memlimit,

@@ -38,6 +38,8 @@ DAYS = 24 * HOURS
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 """A duration: seconds, or a string with units (``"15m"``); always > 0."""
+Delay = Annotated[float, msgspec.Meta(ge=0)]
+"""A duration that may be 0 (off); written like :data:`Seconds`."""
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Count = Annotated[int, msgspec.Meta(ge=1)]
 Rate = Annotated[float, msgspec.Meta(gt=0)]
@@ -148,12 +150,19 @@ class StoreConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     path: str = "relay.db"
     dsn: Secret = Secret("")
     batch_max: Count = 256
+    # A batch waits this long for more sends and acks to share its commit.
+    commit_delay: Delay = 0.005
     synchronous: Synchronous = Synchronous.FULL
     busy_timeout: Seconds = 5 * SECONDS  # SQLite: wait this long for another process's lock
 
 
 class BusConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     backend: Literal["local"] = "local"
+    url: Secret = Secret("")
+
+
+class LimitsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    backend: Literal["memory"] = "memory"
     url: Secret = Secret("")
 
 
@@ -166,6 +175,7 @@ class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 class ServerConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_open_sockets: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: the open-file limit less 256
     reuse_port: bool = False  # SO_REUSEPORT: several processes share the ports
+    workers: Count = 1  # processes `relay serve` starts (> 1 needs the Redis bus and limits)
 
 
 class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -177,7 +187,7 @@ class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 class LogConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"
+    format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -189,6 +199,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     keys: KeysConfig = msgspec.field(default_factory=KeysConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
@@ -302,7 +313,7 @@ def _durations(raw: dict[str, dict[str, Any]]) -> None:
     for section, cls in sections().items():
         hints = typing.get_type_hints(cls, include_extras=True)
         for key, value in raw.get(section, {}).items():
-            if hints.get(key) == Seconds and isinstance(value, str):
+            if hints.get(key) in (Seconds, Delay) and isinstance(value, str):
                 # A bad one is left as a string: the conversion names the key.
                 with contextlib.suppress(ValueError):
                     raw[section][key] = parse_duration(value)

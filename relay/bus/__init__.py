@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._events import Event as Event
 from ._events import MessageQueued as MessageQueued
 from ._events import PrekeysLow as PrekeysLow
+from ._events import Resync as Resync
 from ._events import SessionRevoked as SessionRevoked
 from ._local import LocalBus as LocalBus
 from ._port import Bus as Bus

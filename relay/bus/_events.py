@@ -41,4 +41,11 @@ class PrekeysLow(msgspec.Struct, frozen=True, tag="prekeys_low"):
     count: int
 
 
-Event: TypeAlias = MessageQueued | SessionRevoked | PrekeysLow
+class Resync(msgspec.Struct, frozen=True, tag="resync"):
+    """This process may have missed events (its bus reconnected): catch up from the store.
+
+    Published by a shared bus to its own process only, never across.
+    """
+
+
+Event: TypeAlias = MessageQueued | SessionRevoked | PrekeysLow | Resync

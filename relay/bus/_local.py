@@ -23,5 +23,11 @@ class LocalBus:
         if self._sink is not None:
             self._sink.handle(event)
 
+    async def announce(self, device_id: str) -> None:
+        return None  # one process: every event is routed here anyway
+
+    def withdraw(self, device_id: str) -> None:
+        return None
+
     async def ping(self) -> None:
         return None

@@ -31,5 +31,15 @@ class Bus(Protocol):
     async def publish(self, event: Event) -> None:
         """Route *event* to the processes holding its devices or session."""
 
+    async def announce(self, device_id: str) -> None:
+        """This process now holds a connection of *device_id*: route its events here.
+
+        Awaited before the connection's replay starts, so that a message
+        stored after the replay read the store is pushed here, not lost.
+        """
+
+    def withdraw(self, device_id: str) -> None:
+        """This process holds one connection fewer of *device_id* (never blocks)."""
+
     async def ping(self) -> None:
         """Return if the bus is reachable (readiness); raise otherwise."""

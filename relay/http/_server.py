@@ -157,7 +157,9 @@ async def serve_app(
     hyper = hypercorn_config(services)
     app = wrap_app(closes_cleanly(asgi_app), hyper.wsgi_max_body_size, "asgi")
     context = WorkerContext(None)
-    listeners = await open_listeners(host, port, reuse_port=services.config.server.reuse_port)
+    listeners = await open_listeners(
+        host, port, reuse_port=services.config.server.reuse_port, server=name
+    )
     sampler = LogSampler(services.clock)
 
     def turned_away(source: str, turnaway: Turnaway) -> None:

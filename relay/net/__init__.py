@@ -9,6 +9,7 @@ from ._admission import ShedCheck as ShedCheck
 from ._admission import Ticket as Ticket
 from ._admission import Turnaway as Turnaway
 from ._admission import canned_response as canned_response
+from ._listen import PortInUse as PortInUse
 from ._listen import open_listeners as open_listeners
 from ._slots import ConnectionSlots as ConnectionSlots
 from ._slots import Full as Full

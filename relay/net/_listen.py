@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 
 import trio
@@ -9,16 +10,34 @@ import trio
 BACKLOG = 1024
 
 
+class PortInUse(OSError):
+    """The port of one of relay's servers is taken (by another process, or relay)."""
+
+    def __init__(self, server: str, host: str, port: int) -> None:
+        super().__init__(errno.EADDRINUSE, f"{host}:{port} is in use")
+        self.server, self.host, self.port = server, host, port
+
+
 async def open_listeners(
-    host: str, port: int, *, reuse_port: bool = False
+    host: str, port: int, *, reuse_port: bool = False, server: str = "server"
 ) -> list[trio.SocketListener]:
     """Listeners on every address *host* resolves to (as ``trio.open_tcp_listeners``).
 
     With *reuse_port*, each socket sets ``SO_REUSEPORT`` before binding, so
     that several relay processes can listen on the same port and the kernel
     spreads new connections across them. Port 0 with *reuse_port* binds an
-    ephemeral port per socket, as usual.
+    ephemeral port per socket, as usual. A taken port raises
+    :class:`PortInUse` naming *server* (``http``, ``ws``, ``admin``).
     """
+    try:
+        return await _open(host, port, reuse_port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(server, host, port) from None
+        raise
+
+
+async def _open(host: str, port: int, reuse_port: bool) -> list[trio.SocketListener]:
     if not reuse_port:
         return await trio.open_tcp_listeners(port, host=host, backlog=BACKLOG)
     listeners: list[trio.SocketListener] = []

@@ -34,7 +34,11 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
     """Configure structlog for the process (called once, at start).
 
     *stream* defaults to stderr; tests pass a buffer to read the lines back.
+    *fmt* ``"auto"`` is console lines when the stream is a terminal, JSON otherwise.
     """
+    out = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if out.isatty() else "json"
     renderer: structlog.typing.Processor
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
@@ -52,12 +56,12 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
     # Libraries (hypercorn, trio-websocket) log through the standard library:
     # render their records as the same JSON lines on the same stream.
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

@@ -161,6 +161,38 @@ class QueueFull:
 
 
 @dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A send frame to route and store: to every device of a user, or to one."""
+
+    sender_user_id: str
+    sender_device_id: str
+    sender_username: str
+    client_id: str
+    to_username: str  # case-folded
+    to_device: str | None  # None: all of the user's devices (the sending one excepted)
+    body: str
+    sent_at: float
+    expires_at: float
+
+
+class Unroutable(enum.Enum):
+    """Why a send has nowhere to go (nothing is stored)."""
+
+    UNKNOWN_RECIPIENT = "unknown_recipient"
+    UNKNOWN_DEVICE = "unknown_device"
+    NO_DEVICES = "no_devices"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    max_per_device: int
+    max_per_sender: int | None = None
+
+
+SendResult = Enqueued | QueueFull | Unroutable
+
+
+@dataclass(frozen=True, slots=True)
 class QueuedMessage:
     message_id: str
     seq: int
@@ -314,6 +346,20 @@ class Store(Protocol):
         nothing of it is stored) if any target queue already holds
         *max_per_device* copies, or *max_per_sender* copies from the same
         sender user. Queued messages are never evicted.
+        """
+
+    async def commit(
+        self,
+        acks: Sequence[tuple[str, Sequence[str]]],
+        sends: Sequence[Outgoing],
+        limits: QueueLimits,
+    ) -> list[SendResult]:
+        """One group commit: acks, then sends routed and stored, in one transaction.
+
+        Acks are applied as :meth:`ack_many`. Each send is routed by
+        :func:`relay.store.route` against the recipients as they are in this
+        transaction, then stored as :meth:`enqueue` would; results follow the
+        order of *sends*. One call, one transaction, one thread hop per batch.
         """
 
     async def pending(self, device_id: str, after_seq: int, limit: int) -> list[QueuedMessage]:

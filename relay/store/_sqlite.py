@@ -28,17 +28,21 @@ from ._port import (
     Device,
     Enqueued,
     NewMessage,
+    Outgoing,
     PrekeyStatus,
     PutKeysResult,
     QueuedMessage,
     QueueFull,
+    QueueLimits,
     RefreshResult,
+    SendResult,
     Session,
     StoreError,
     StoreUnavailable,
     User,
     UserSummary,
 )
+from ._routing import merge, route_all
 
 if TYPE_CHECKING:
     from ._port import Store
@@ -320,6 +324,32 @@ class SQLiteStore:
         return await self._write(
             lambda c: queue.enqueue(c, batch, max_per_device, max_per_sender)
         )
+
+    async def commit(
+        self,
+        acks: Sequence[tuple[str, Sequence[str]]],
+        sends: Sequence[Outgoing],
+        limits: QueueLimits,
+    ) -> list[SendResult]:
+        """Acks, then sends routed and stored, in one BEGIN IMMEDIATE transaction."""
+        pairs = [(device_id, list(ids)) for device_id, ids in acks]
+        batch = list(sends)
+
+        def work(c: sqlite3.Connection) -> list[SendResult]:
+            for device_id, ids in pairs:
+                queue.ack(c, device_id, ids)
+            if not batch:
+                return []
+            directory = accounts.resolve_users(c, sorted({s.to_username for s in batch}))
+            refusals, messages = route_all(batch, directory)
+            stored = (
+                queue.enqueue(c, messages, limits.max_per_device, limits.max_per_sender)
+                if messages
+                else []
+            )
+            return merge(refusals, stored)
+
+        return await self._write(work)
 
     async def pending(self, device_id: str, after_seq: int, limit: int) -> list[QueuedMessage]:
         """Unacked messages for the device with ``seq > after_seq``, in order."""

@@ -46,6 +46,20 @@ REPLAY_PAGE = 256
 WRITE_BATCH = 64  # frames per socket write, at most
 
 
+class FrameCounters:
+    """The frame counters' labelled children, looked up once, not per frame."""
+
+    __slots__ = ("by_type", "control_out", "message_out")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.by_type = {
+            kind: metrics.ws_frames_in.labels(kind)
+            for kind in ("send", "ack", "refresh", "auth", "invalid")
+        }
+        self.message_out = metrics.ws_frames_out.labels("message")
+        self.control_out = metrics.ws_frames_out.labels("control")
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionContext:
     """What every connection of one server shares."""
@@ -60,6 +74,7 @@ class ConnectionContext:
     log: Logger
     clock: Callable[[], float]  # monotonic (Trio's): timers, rates
     wall_clock: Callable[[], float]  # Unix time: only to read token expiry
+    counters: FrameCounters
 
 
 class Connection:
@@ -90,6 +105,8 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._writing = False
         self._replayed: int | None = None  # the last seq the replay sent, once it is done
+        self._sent_seq = 0  # the highest message seq written to the socket
+        self._catch_up = False  # read the store again (the bus may have dropped pushes)
         self._pong: trio.Event | None = None
 
     def _monotonic(self, unix_time: float, now: float) -> float:
@@ -112,6 +129,11 @@ class Connection:
     def queued(self) -> int:
         """Frames waiting for the writer."""
         return len(self.outbox)
+
+    def catch_up(self) -> None:
+        """Send what the store holds past the last message sent (after lost pushes)."""
+        self._catch_up = True
+        self._wake_writer()
 
     def close(self, verdict: Close) -> None:
         """Close with *verdict* (the first one wins): stops every task of this connection."""
@@ -167,7 +189,7 @@ class Connection:
 
     async def _read_loop(self) -> None:
         ctx, life = self._ctx, self.life
-        frames_in = ctx.metrics.ws_frames_in
+        frames_in = ctx.counters.by_type
         while True:
             try:
                 data = await self.ws.get_message()
@@ -180,22 +202,22 @@ class Connection:
             try:
                 frame = decode_frame(data)
             except FrameError as exc:
-                frames_in.labels("invalid").inc()
+                frames_in["invalid"].inc()
                 self._refuse(exc.code, exc.message, exc.ref)
                 continue
             if isinstance(frame, SendFrame):
-                frames_in.labels("send").inc()
+                frames_in["send"].inc()
                 await self._on_send(frame)
             elif isinstance(frame, AckFrame):
-                frames_in.labels("ack").inc()
+                frames_in["ack"].inc()
                 life.reader_waiting = True
                 await ctx.pipeline.submit_ack(self.device_id, frame.ids)
                 life.reader_waiting = False
             elif isinstance(frame, RefreshFrame):
-                frames_in.labels("refresh").inc()
+                frames_in["refresh"].inc()
                 await self._on_refresh(frame.token)
             elif isinstance(frame, AuthFrame):
-                frames_in.labels("auth").inc()
+                frames_in["auth"].inc()
                 self._refuse("already_authenticated", "this connection is authenticated")
 
     async def _on_send(self, frame: SendFrame) -> None:
@@ -251,8 +273,11 @@ class Connection:
                 await send_frames(
                     self.ws, [ready_frame(self.username, self.device_id, self.session_id)]
                 )
-                self._replayed = await self._replay()
-            while self.outbox:
+                self._replayed = await self._replay(0)
+            while self._catch_up or self.outbox:
+                if self._catch_up:
+                    self._catch_up = False
+                    self._replayed = await self._replay(self._sent_seq)
                 await self._write_waiting(self._replayed)
         except ConnectionClosed:
             self.close(PEER_GONE)  # the socket died under a write: nothing to report
@@ -272,18 +297,19 @@ class Connection:
                 if item.seq > replayed:
                     out.append(item.frame)
                     messages += 1
+                    self._sent_seq = max(self._sent_seq, item.seq)
             elif isinstance(item, Control):
                 out.append(item.frame)
             else:
                 out.append(item.data)
         if out:
             await send_frames(self.ws, out)
-            sent = self._ctx.metrics.ws_frames_out
-            sent.labels("message").inc(messages)
-            sent.labels("control").inc(len(out) - messages)
+            counters = self._ctx.counters
+            counters.message_out.inc(messages)
+            counters.control_out.inc(len(out) - messages)
 
-    async def _replay(self) -> int:
-        """Send every stored unacked message in order; return the last seq sent.
+    async def _replay(self, after: int) -> int:
+        """Send every stored unacked message past seq *after*, in order; the last seq sent.
 
         The connection is registered before this starts, so every message
         stored meanwhile is put in the outbox too. Between chunks the outbox
@@ -291,7 +317,7 @@ class Connection:
         notices are sent at once; live messages are dropped, and another
         page is read to send them in order.
         """
-        store, last = self._ctx.store, 0
+        store, last = self._ctx.store, after
         while True:
             page = await store.pending(self.device_id, last, REPLAY_PAGE)
             missed = False
@@ -299,7 +325,8 @@ class Connection:
                 chunk = page[start : start + WRITE_BATCH]
                 await send_frames(self.ws, [_frame(queued) for queued in chunk])
                 last = chunk[-1].seq
-                self._ctx.metrics.ws_frames_out.labels("message").inc(len(chunk))
+                self._sent_seq = max(self._sent_seq, last)
+                self._ctx.counters.message_out.inc(len(chunk))
                 missed |= await self._send_waiting_controls(last)
             if len(page) < REPLAY_PAGE and not missed:
                 return last
@@ -315,7 +342,7 @@ class Connection:
                 control.append(item.frame if isinstance(item, Control) else item.data)
         if control:
             await send_frames(self.ws, control)
-            self._ctx.metrics.ws_frames_out.labels("control").inc(len(control))
+            self._ctx.counters.control_out.inc(len(control))
         return missed
 
 

@@ -2,9 +2,10 @@
 
 Connections hand frames to one :class:`DeliveryPipeline` task through a
 bounded channel and never await the store themselves. The task takes
-whatever has queued up (up to ``store.batch_max``), resolves recipients in
-one query, stores the batch in one transaction, and only then answers
-``accepted`` and routes the messages over the Bus. One task, in order, so
+whatever has queued up (up to ``store.batch_max``) and makes one store call
+for it (:meth:`Store.commit`: acks, recipients, messages, one transaction,
+one thread hop), and only then answers ``accepted`` and routes the messages
+over the Bus. One task, in order, so
 that per-sender FIFO holds by construction.
 """
 
@@ -18,7 +19,7 @@ import trio
 from ..bus import Bus, MessageQueued
 from ..config import QueueConfig, StoreConfig
 from ..obs import Logger, Metrics
-from ..store import Enqueued, NewMessage, QueueFull, Store
+from ..store import Outgoing, QueueFull, QueueLimits, SendResult, Store, Unroutable
 from ._frames import SendFrame, accepted_frame, error_frame
 
 if TYPE_CHECKING:
@@ -65,9 +66,9 @@ class DeliveryPipeline:
         capacity: int = 4096,
     ) -> None:
         self._ttl = queue.ttl
-        self._max_per_device = queue.max_per_device
-        self._max_per_sender = queue.max_per_sender
+        self._limits = QueueLimits(queue.max_per_device, queue.max_per_sender)
         self._batch_max = store_config.batch_max
+        self._delay = store_config.commit_delay
         self._store = store
         self._bus = bus
         self._metrics = metrics
@@ -100,6 +101,10 @@ class DeliveryPipeline:
         task_status.started()
         async with self._receive:
             async for first in self._receive:
+                if self._delay and self.depth() < self._batch_max:
+                    # Group commit by time too: let a moment's sends and acks
+                    # share the commit (a commit costs far more than a row).
+                    await trio.sleep(self._delay)
                 batch: list[SendRequest | _Ack] = [first]
                 while len(batch) < self._batch_max:
                     try:
@@ -110,81 +115,46 @@ class DeliveryPipeline:
 
     async def _commit(self, batch: Sequence[SendRequest | _Ack]) -> None:
         sends = [item for item in batch if isinstance(item, SendRequest)]
-        acks = [item for item in batch if isinstance(item, _Ack)]
+        acks: dict[str, list[str]] = {}
+        for item in batch:
+            if isinstance(item, _Ack):
+                acks.setdefault(item.device_id, []).extend(item.ids)
+        now = self._clock()
+        outgoing = [
+            Outgoing(
+                sender_user_id=send.user_id,
+                sender_device_id=send.device_id,
+                sender_username=send.username,
+                client_id=send.frame.id,
+                to_username=send.frame.to.lower(),
+                to_device=send.frame.device,
+                body=bytes(send.frame.body).decode("utf-8"),
+                sent_at=now,
+                expires_at=now + self._ttl,
+            )
+            for send in sends
+        ]
         try:
-            if acks:
-                await self._store_acks(acks)
-            if sends:
-                await self._store_sends(sends)
+            # One store call, one transaction, one thread hop for the whole batch.
+            results = await self._store.commit(list(acks.items()), outgoing, self._limits)
         except Exception:  # the store failed: refuse the batch, keep serving
-            self._log.error("store.batch_failed", sends=len(sends), acks=len(acks), exc_info=True)
+            self._log.error(
+                "store.batch_failed", sends=len(sends), acks=len(acks), exc_info=True
+            )
             for send in sends:
                 send.answers.answer(
                     error_frame("store_unavailable", "not stored; send again", send.frame.id)
                 )
-
-    async def _store_acks(self, acks: Sequence[_Ack]) -> None:
-        by_device: dict[str, list[str]] = {}
-        for ack in acks:
-            by_device.setdefault(ack.device_id, []).extend(ack.ids)
-        await self._store.ack_many(list(by_device.items()))  # one commit for all
-
-    async def _store_sends(self, sends: Sequence[SendRequest]) -> None:
-        directory = await self._store.resolve_users(sorted({s.frame.to.lower() for s in sends}))
-        now = self._clock()
-        accepted: list[SendRequest] = []
-        messages: list[NewMessage] = []
-        for send in sends:
-            targets = self._targets(send, directory)
-            if targets is None:
-                continue
-            accepted.append(send)
-            messages.append(
-                NewMessage(
-                    sender_user_id=send.user_id,
-                    sender_device_id=send.device_id,
-                    sender_username=send.username,
-                    client_id=send.frame.id,
-                    recipient_user_id=directory[send.frame.to.lower()][0],
-                    target_device_ids=targets,
-                    body=bytes(send.frame.body).decode("utf-8"),
-                    sent_at=now,
-                    expires_at=now + self._ttl,
-                )
-            )
-        if not messages:
             return
-        results = await self._store.enqueue(
-            messages, self._max_per_device, self._max_per_sender
-        )
-        self._metrics.store_batch.observe(len(messages))
-        for send, message, result in zip(accepted, messages, results, strict=True):
-            await self._answer(send, message, result)
+        if sends:
+            self._metrics.store_batch.observe(len(sends))
+        for send, out, result in zip(sends, outgoing, results, strict=True):
+            await self._answer(send, out, result)
 
-    def _targets(
-        self, send: SendRequest, directory: dict[str, tuple[str, list[str]]]
-    ) -> list[str] | None:
-        frame = send.frame
-        entry = directory.get(frame.to.lower())
-        if entry is None:
-            send.answers.answer(error_frame("unknown_recipient", "no such user", frame.id))
-            return None
-        _, devices = entry
-        if frame.device is not None:
-            if frame.device not in devices:
-                send.answers.answer(error_frame("unknown_device", "no such device", frame.id))
-                return None
-            return [frame.device]
-        # A user's own other devices get a copy; the sending device does not.
-        targets = [d for d in devices if d != send.device_id]
-        if not targets:
-            send.answers.answer(error_frame("no_devices", "the user has no devices", frame.id))
-            return None
-        return targets
-
-    async def _answer(
-        self, send: SendRequest, message: NewMessage, result: Enqueued | QueueFull
-    ) -> None:
+    async def _answer(self, send: SendRequest, out: Outgoing, result: SendResult) -> None:
+        if isinstance(result, Unroutable):
+            send.answers.answer(error_frame(result.value, _UNROUTABLE[result], send.frame.id))
+            return
         if isinstance(result, QueueFull):
             limit = "sender_share" if result.sender_share else "device"
             self._metrics.queue_full.labels(limit).inc()
@@ -198,13 +168,20 @@ class DeliveryPipeline:
                 device_ids=result.target_device_ids,
                 seq=result.seq,
                 message_id=result.message_id,
-                sender=message.sender_username,
-                sender_device=message.sender_device_id,
+                sender=out.sender_username,
+                sender_device=out.sender_device_id,
                 body=send.frame.body,
-                sent_at=message.sent_at,
+                sent_at=out.sent_at,
                 received_at=send.received_at,
             )
         )
+
+
+_UNROUTABLE = {
+    Unroutable.UNKNOWN_RECIPIENT: "no such user",
+    Unroutable.UNKNOWN_DEVICE: "no such device",
+    Unroutable.NO_DEVICES: "the user has no devices",
+}
 
 
 def _queue_full(full: QueueFull) -> tuple[str, str]:

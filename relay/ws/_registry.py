@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Protocol
 
-from ..bus import Event, MessageQueued, PrekeysLow, SessionRevoked
+from ..bus import Event, MessageQueued, PrekeysLow, Resync, SessionRevoked
 from ..config import WsConfig
 from ..net import ConnectionSlots, Full
 from ..obs import Metrics
@@ -29,6 +29,8 @@ class Peer(Protocol):
     def close(self, verdict: Close) -> None: ...
 
     def queued(self) -> int: ...
+
+    def catch_up(self) -> None: ...
 
 
 class ConnectionRegistry:
@@ -105,6 +107,9 @@ class ConnectionRegistry:
         elif isinstance(event, SessionRevoked):
             for conn in tuple(self._by_session.get(event.session_id, ())):
                 conn.close(REVOKED)
+        elif isinstance(event, Resync):
+            for conn in tuple(self._all):
+                conn.catch_up()
         elif isinstance(event, PrekeysLow):
             frame = prekeys_low_frame(event.count)
             for conn in tuple(self._by_device.get(event.device_id, ())):

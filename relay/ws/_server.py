@@ -39,7 +39,7 @@ from ..net import (
 )
 from ..services import Services
 from ..store import StoreUnavailable
-from ._connection import Connection, ConnectionContext
+from ._connection import Connection, ConnectionContext, FrameCounters
 from ._frames import AuthFrame, FrameError, decode_frame
 from ._gate import HandshakeGate, Refusal
 from ._heartbeats import Heartbeats
@@ -97,6 +97,7 @@ class WsServer:
             log=services.log,
             clock=services.clock,
             wall_clock=services.wall_clock,
+            counters=FrameCounters(services.metrics),
         )
 
     async def serve(
@@ -110,8 +111,9 @@ class WsServer:
         Supports ``nursery.start()``: reports the bound port once listening.
         """
         config = self._config
+        reuse_port = self._services.config.server.reuse_port
         listeners = await open_listeners(
-            config.host, config.port, reuse_port=self._services.config.server.reuse_port
+            config.host, config.port, reuse_port=reuse_port, server="ws"
         )
         admission = Admission(
             [(self._services.sockets, 1.0), (self.pending, 1.0)], shed=self._shed_check
@@ -275,12 +277,16 @@ class WsServer:
         )
         self._log.info("ws.connected", ip=ip)
         conn = Connection(ws, claims, user.username, self._ctx)
+        bus = self._services.bus
         self.registry.add(conn)
         try:
+            # Before the replay: a message stored from now on is routed here.
+            await bus.announce(claims.device_id)
             await self._note_seen(claims.session_id)
             await conn.run()
         finally:
             self.registry.remove(conn)
+            bus.withdraw(claims.device_id)
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 await self._note_seen(claims.session_id)
 

@@ -96,3 +96,69 @@ def test_user_add_refuses_a_short_password(relay_env: dict[str, str]) -> None:
     """Password rules apply on the command line too."""
     result = run(["user", "add", "erin", "--password-stdin"], secret_env(relay_env), "short")
     assert result.returncode == 1 and "password" in result.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("server", "variable"), [("http", "RELAY_HTTP_PORT"), ("ws", "RELAY_WS_PORT")]
+)
+def test_a_taken_port_is_one_line_naming_the_key(
+    relay_env: dict[str, str], spawn: Any, server: str, variable: str
+) -> None:
+    """A second relay on the same port exits 2 with one line naming the port and its variable."""
+    port = str(_free_port())
+    first = spawn(["serve", "--dev"], {**relay_env, variable: port})
+    first.wait_for_event("relay.listening")
+    result = run(["serve", "--dev"], {**relay_env, variable: port, "RELAY_STORE_PATH": "x.db"})
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert port in last and variable in last and f"{server}.port" in last
+    assert "Traceback" not in result.stderr and "ExceptionGroup" not in result.stderr
+
+
+def test_serve_on_a_terminal_says_where_it_listens(relay_env: dict[str, str]) -> None:
+    """On a TTY: the HTTP URL, the ws:// URL, the store, the version and what --dev means."""
+    import os
+    import pty
+    import time
+
+    leader, follower = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "relay", "serve", "--dev"],
+        env=relay_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower,
+    )
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"Ctrl-C stops" not in seen and time.monotonic() < deadline:
+            try:
+                seen += os.read(leader, 65536)
+            except OSError:
+                break
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=30)
+        os.close(leader)
+    text = seen.decode(errors="replace")
+    assert "relay 0.1.0 is running" in text
+    assert "HTTP API   http://127.0.0.1:" in text and "WebSocket  ws://127.0.0.1:" in text
+    assert "/ws" in text and relay_env["RELAY_STORE_PATH"] in text
+    assert "--dev made a random JWT secret" in text
+    assert '{"' not in text.split("is running")[1]  # console log lines on a terminal, not JSON
+
+
+def test_several_workers_need_the_shared_bus_and_limits(relay_env: dict[str, str]) -> None:
+    """--workers 2 on the in-process bus and limits: exit 2, one line saying why."""
+    result = run(["serve", "--dev", "--workers", "2"], relay_env)
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "--workers 2" in line and '[bus] backend = "redis"' in line
+    assert '[limits] backend = "redis"' in line

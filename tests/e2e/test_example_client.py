@@ -103,3 +103,33 @@ def test_example_client_delivers_a_message(relay_env: dict[str, str], spawn: Any
             bob.kill()
             bob.wait(timeout=10)
     assert "alice: hello\n" in output.splitlines(keepends=True), output
+
+
+def test_example_client_remembers_its_device(
+    relay_env: dict[str, str], spawn: Any, tmp_path: Path
+) -> None:
+    """Alice quits, bob sends, alice comes back: the message waited for her device."""
+    ports = spawn(["serve"], secret_env(relay_env)).wait_for_event("relay.listening")
+    command = [
+        sys.executable, str(CLIENT),
+        "--http", f"http://127.0.0.1:{ports['http_port']}",
+        "--ws", f"ws://127.0.0.1:{ports['ws_port']}/ws",
+        "--timeout", "30", "--state", str(tmp_path / "state"),
+    ]
+    env = {**os.environ, "RELAY_PASSWORD": PASSWORD}
+
+    def client(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            env=env, timeout=60,
+        )
+
+    first = client("--user", "alice", "--register", "--receive", "0")  # logs in, then quits
+    assert first.returncode == 0, first.stderr
+    assert "(new)" in first.stderr
+    sent = client("--user", "bob", "--register", "--to", "alice", "--send", "while you were out")
+    assert sent.returncode == 0, sent.stderr
+    back = client("--user", "alice", "--receive", "1")
+    assert back.returncode == 0, back.stderr
+    assert "(remembered)" in back.stderr
+    assert "bob: while you were out" in back.stdout

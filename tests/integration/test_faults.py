@@ -78,7 +78,7 @@ async def test_a_full_disk_refuses_sends_and_keeps_serving(
         await a.expect("ready")
         first = await accepted_id(a, "c1", "kept")
         with monkeypatch.context() as patch:
-            patch.setattr(store, "enqueue", full)
+            patch.setattr(store, "commit", full)
             await a.send(type="send", id="c2", to="bob", body="refused")
             assert (await a.expect("error"))["code"] == "store_unavailable"
         await accepted_id(a, "c3", "after")

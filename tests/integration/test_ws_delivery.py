@@ -32,6 +32,10 @@ async def test_online_delivery_with_accepted_and_ack(relay: Relay, pair: Any) ->
         assert message["body"] == {"ct": "AAAA", "n": 1}
         assert isinstance(message["sent_at"], float)
         await b.send(type="ack", id=message_id)
+        # Acks are stored in order with sends: once this send is answered (bob has
+        # no other device: no_devices), the ack before it is committed too.
+        await b.send(type="send", id="sync", to="bob", body=1)
+        assert (await b.expect("error"))["code"] == "no_devices"
     async with connect(relay, bob["access_token"]) as b:
         await b.expect("ready")
         async with connect(relay, alice["access_token"]) as a:
@@ -264,3 +268,25 @@ async def test_expired_messages_are_purged(relay: Relay, pair: Any, wall: Any) -
     wall.advance(2_592_000)
     assert await relay.services.store.purge_expired(wall()) == 1
     assert await relay.services.store.pending(bob["device_id"], 0, 10) == []
+
+
+async def test_a_resync_sends_what_the_bus_dropped(relay: Relay, pair: Any) -> None:
+    """A message stored without its push (a shared bus lost it) arrives on Resync, once."""
+    from relay.bus import PrekeysLow, Resync
+    from relay.store import Outgoing, QueueLimits
+
+    alice, bob = pair
+    async with connect(relay, bob["access_token"]) as b:
+        await b.expect("ready")
+        stored = Outgoing(
+            sender_user_id=alice["user_id"], sender_device_id=alice["device_id"],
+            sender_username="alice", client_id="lost-push", to_username="bob", to_device=None,
+            body='"pushed by nobody"', sent_at=1.0, expires_at=2e9,
+        )
+        await relay.services.store.commit([], [stored], QueueLimits(100))  # no publish
+        await relay.services.bus.publish(Resync())
+        message = await b.expect("message")
+        assert message["body"] == "pushed by nobody"
+        await relay.services.bus.publish(Resync())  # again: nothing new to send ...
+        await relay.services.bus.publish(PrekeysLow(bob["device_id"], 3))
+        assert (await b.recv())["type"] == "prekeys_low"  # ... so no duplicate came first

@@ -25,13 +25,16 @@ from relay.store import (
     KeyUpload,
     NewMessage,
     OneTimePrekey,
+    Outgoing,
     QueueFull,
+    QueueLimits,
     RefreshOutcome,
     Session,
     SignedPrekey,
     Store,
     StoreError,
     StoreUnavailable,
+    Unroutable,
     User,
     UsernameTaken,
     open_sqlite_store,
@@ -1370,3 +1373,71 @@ async def test_queue_depths_lists_the_longest_queues_first(store: Store, cast: C
     phone, laptop = cast.bob_phone.id, cast.bob_laptop.id
     assert await store.queue_depths(10) == [(phone, "bob", 4), (laptop, "bob", 1)]
     assert await store.queue_depths(1) == [(cast.bob_phone.id, "bob", 4)]
+
+
+# -- the group commit ---------------------------------------------------------------
+
+
+def outgoing(
+    cast: Cast, cid: str, to: str = "bob", device: str | None = None, sender: Device | None = None
+) -> Outgoing:
+    sender = sender or cast.alice_phone
+    return Outgoing(
+        sender_user_id=sender.user_id, sender_device_id=sender.id,
+        sender_username="alice" if sender.user_id == cast.alice.id else "bob",
+        client_id=cid, to_username=to, to_device=device, body=f"body of {cid}",
+        sent_at=T0, expires_at=T0 + DAY,
+    )
+
+
+async def test_commit_routes_to_every_device_of_the_recipient(store: Store, cast: Cast) -> None:
+    """A send to a user reaches all its devices; to one device, only that one."""
+    to_all, to_one = await store.commit(
+        [], [outgoing(cast, "m1"), outgoing(cast, "m2", device=cast.bob_laptop.id)],
+        QueueLimits(100),
+    )
+    assert isinstance(to_all, Enqueued) and isinstance(to_one, Enqueued)
+    assert to_all.target_device_ids == (cast.bob_phone.id, cast.bob_laptop.id)
+    assert to_one.target_device_ids == (cast.bob_laptop.id,)
+
+
+async def test_commit_sends_to_ones_own_other_devices_only(store: Store, cast: Cast) -> None:
+    """To yourself: your other devices get it, the sending one never; alone, no_devices."""
+    laptop = await new_device(store, cast.alice, "laptop")
+    [synced] = await store.commit([], [outgoing(cast, "m1", to="alice")], QueueLimits(100))
+    assert isinstance(synced, Enqueued) and synced.target_device_ids == (laptop.id,)
+    await store.delete_device(cast.alice.id, laptop.id, T0)
+    [alone] = await store.commit([], [outgoing(cast, "m2", to="alice")], QueueLimits(100))
+    assert alone is Unroutable.NO_DEVICES
+
+
+async def test_commit_refuses_what_cannot_be_routed(store: Store, cast: Cast) -> None:
+    """No such user, or a device that is not the recipient's: refused, nothing stored."""
+    results = await store.commit(
+        [],
+        [outgoing(cast, "m1", to="nobody"), outgoing(cast, "m2", device=cast.alice_phone.id)],
+        QueueLimits(100),
+    )
+    assert results == [Unroutable.UNKNOWN_RECIPIENT, Unroutable.UNKNOWN_DEVICE]
+    assert await store.pending(cast.bob_phone.id, 0, 10) == []
+
+
+async def test_commit_applies_acks_and_sends_in_one_call(store: Store, cast: Cast) -> None:
+    """Acks are applied before the sends of the same batch; results follow the sends' order."""
+    [first] = await store.enqueue([cast.message("m0")], 100)
+    assert isinstance(first, Enqueued)
+    results = await store.commit(
+        [(cast.bob_phone.id, [first.message_id])],
+        [outgoing(cast, "m1"), outgoing(cast, "m2", to="nobody"), outgoing(cast, "m3")],
+        QueueLimits(100),
+    )
+    assert [type(r).__name__ for r in results] == ["Enqueued", "Unroutable", "Enqueued"]
+    assert await bodies(store, cast.bob_phone) == ["body of m1", "body of m3"]
+    assert await bodies(store, cast.bob_laptop) == ["body of m0", "body of m1", "body of m3"]
+
+
+async def test_commit_applies_the_queue_limits(store: Store, cast: Cast) -> None:
+    """The same refusals as enqueue: a full queue, a sender's share."""
+    sends = [outgoing(cast, f"m{i}", device=cast.bob_phone.id) for i in range(3)]
+    results = await store.commit([], sends, QueueLimits(100, max_per_sender=2))
+    assert results[2] == QueueFull(device_id=cast.bob_phone.id, sender_share=True)
