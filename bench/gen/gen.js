@@ -139,29 +139,33 @@ class LocalWorker {
 }
 
 // Run a share and measure this process's CPU and loop delay over [t0, t1).
+// The marks are taken by the same wake-ups that release the mode (the
+// window's `reached` promises), so a mode never gets past t1 before the
+// closing mark is taken.
 async function runMeasured(mode, state, window) {
   const marks = {};
-  const timers = [
-    setTimeout(() => {
+  const reached = {
+    go: stats.reach(window.go),
+    t0: stats.reach(window.t0, () => {
       marks.cpu0 = stats.selfCpu();
       marks.sched0 = stats.procSched();
       marks.at0 = stats.nowMs();
       marks.delay = stats.loopDelay();
-    }, Math.max(0, window.t0 - stats.nowMs())),
-    setTimeout(() => {
+    }),
+    t1: stats.reach(window.t1, () => {
       marks.cpu1 = stats.selfCpu();
       marks.sched1 = stats.procSched();
       marks.at1 = stats.nowMs();
-      marks.delayed = marks.delay ? marks.delay() : null;
-    }, Math.max(0, window.t1 - stats.nowMs())),
-  ];
-  const part = await mode.run(state, window);
-  for (const t of timers) clearTimeout(t);
-  const wall = ((marks.at1 || stats.nowMs()) - (marks.at0 || window.t0)) / 1000;
+      marks.delayed = marks.delay();
+    }),
+  };
+  const part = await mode.run(state, { ...window, reached });
+  await reached.t1;
+  const wall = (marks.at1 - marks.at0) / 1000;
   part.cpu = {
     pid: process.pid,
-    cpu_s: stats.round3((marks.cpu1 ?? stats.selfCpu()) - (marks.cpu0 ?? 0)),
-    share: stats.round3(((marks.cpu1 ?? 0) - (marks.cpu0 ?? 0)) / Math.max(1e-9, wall)),
+    cpu_s: stats.round3(marks.cpu1 - marks.cpu0),
+    share: stats.round3((marks.cpu1 - marks.cpu0) / Math.max(1e-9, wall)),
     runq_wait_share: marks.sched0 && marks.sched1 ? stats.round3(
       (marks.sched1.wait_ns - marks.sched0.wait_ns) / 1e9 / Math.max(1e-9, wall)) : null,
     loop_delay: marks.delayed,
@@ -297,9 +301,9 @@ async function coordinate(opts, argv) {
   const t1 = t0 + opts.duration * 1000;
   const marks = {};
   const rssDuring = [];
-  const timers = [
-    setTimeout(() => { marks.s0 = serverSample(opts.serverPid); }, t0 - stats.nowMs()),
-    setTimeout(() => { marks.s1 = serverSample(opts.serverPid); }, t1 - stats.nowMs()),
+  const serverMarks = [
+    stats.reach(t0, () => { marks.s0 = serverSample(opts.serverPid); }),
+    stats.reach(t1, () => { marks.s1 = serverSample(opts.serverPid); }),
   ];
   const rssTimer = opts.serverPid ? setInterval(() => {
     const now = stats.nowMs();
@@ -307,7 +311,7 @@ async function coordinate(opts, argv) {
   }, 250) : null;
   log(opts, `running: warm-up ${opts.warmup} s, window ${opts.duration} s`);
   const parts = await Promise.all(workers.map((w) => w.run({ go, t0, t1 })));
-  for (const t of timers) clearTimeout(t);
+  await Promise.all(serverMarks);
   if (rssTimer) clearInterval(rssTimer);
   const seconds = (t1 - t0) / 1000;
   const result = mode.merge(opts, parts, seconds);

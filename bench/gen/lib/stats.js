@@ -141,11 +141,28 @@ function sleepUntil(at) {
   return new Promise((resolve) => setTimeout(resolve, Math.max(0, at - nowMs())));
 }
 
+// A promise resolved once the clock has reached *at* (never early: a timer
+// that fires early is re-armed), after calling *fn* there.
+function reach(at, fn = null) {
+  return new Promise((resolve) => {
+    const check = () => {
+      const left = at - nowMs();
+      if (left > 0) {
+        setTimeout(check, left);
+      } else {
+        if (fn) fn();
+        resolve();
+      }
+    };
+    check();
+  });
+}
+
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 module.exports = {
   nowMs, Samples, summary, round3, selfCpu, procCpu, procSched, procRssKb, allowedCpus, loopDelay,
-  sleepUntil, sleep,
+  sleepUntil, sleep, reach,
 };

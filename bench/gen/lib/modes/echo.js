@@ -6,7 +6,7 @@
 // come back in order per connection, so no parsing is needed).
 
 const { pick, openAll } = require('../target');
-const { nowMs, round3, summary, sleepUntil, Samples } = require('../stats');
+const { nowMs, round3, summary, Samples } = require('../stats');
 const { headline, bump, total, concatSamples } = require('./common');
 const { closeAll } = require('./messages');
 
@@ -61,13 +61,13 @@ function onEcho(st, conn) {
   if (st.running && now < st.t1) sendOne(st, conn);
 }
 
-async function run(st, { go, t0, t1 }) {
+async function run(st, { go, t0, t1, reached }) {
   st.t0 = t0;
   st.t1 = t1;
-  await sleepUntil(go);
+  await reached.go;
   st.running = true;
   for (const conn of st.conns) for (let i = 0; i < st.opts.window; i++) sendOne(st, conn);
-  await sleepUntil(t1);
+  await reached.t1;
   st.running = false;
   // Wait (at most --drain) for the last echoes, so that none is left unanswered.
   const until = t1 + st.opts.drain * 1000;

@@ -7,7 +7,7 @@
 // `timeout`. Rate = attempts completed ok within [t0, t1).
 
 const { pick, dial } = require('../target');
-const { nowMs, round3, summary, sleepUntil, Samples } = require('../stats');
+const { nowMs, round3, summary, Samples } = require('../stats');
 const { headline, bump, sumCounts, total, concatSamples } = require('./common');
 
 function accountsNeeded(opts) {
@@ -73,10 +73,10 @@ function attempt(st, i) {
   });
 }
 
-async function run(st, { go, t0, t1 }) {
+async function run(st, { go, t0, t1, reached }) {
   st.t0 = t0;
   st.t1 = t1;
-  await sleepUntil(go);
+  await reached.go;
   // C loops; loop j makes attempts j, j + C, j + 2C, … so that sources and
   // tokens rotate over every loop.
   const c = st.share.concurrency;

@@ -7,7 +7,7 @@
 // the hold (--server-pid).
 
 const { pick, openAll } = require('../target');
-const { nowMs, round3, sleepUntil } = require('../stats');
+const { nowMs, round3 } = require('../stats');
 const { bump, sumCounts, total } = require('./common');
 const { closeAll } = require('./messages');
 
@@ -45,11 +45,11 @@ async function setup(opts, share, target) {
     ramp_s: round3((nowMs() - started) / 1000) } };
 }
 
-async function run(st, { go, t1 }) {
-  await sleepUntil(go);
+async function run(st, { go, t1, reached }) {
+  await reached.go;
   st.holding = true;
   const pings0 = st.pings;
-  await sleepUntil(t1);
+  await reached.t1;
   st.holding = false;
   return { survived: st.conns.filter((c) => c.open).length, established: st.conns.length,
     pings_in_hold: st.pings - pings0, dropped: st.dropped, dropped_in_hold: st.droppedInHold };

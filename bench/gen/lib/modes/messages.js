@@ -15,7 +15,7 @@
 // arrived in it (delivered/s).
 
 const { pick, openAll } = require('../target');
-const { nowMs, round3, summary, sleepUntil } = require('../stats');
+const { nowMs, round3, summary } = require('../stats');
 const { headline, bump, sumCounts, total, concatSamples, Ledger, ACCEPTED, REFUSED, DELIVERED } =
   require('./common');
 
@@ -158,11 +158,11 @@ function flushAcks(st, pair, conn) {
 }
 
 // Offer the load from *go* to *t1*, then drain; the partial result.
-async function run(st, { go, t0, t1 }) {
+async function run(st, { go, t0, t1, reached }) {
   st.t0 = t0;
   st.t1 = t1;
   const { opts } = st;
-  await sleepUntil(go);
+  await reached.go;
   st.running = true;
   if (st.active.length === 0) {
     st.running = false;
@@ -171,7 +171,7 @@ async function run(st, { go, t0, t1 }) {
   } else {
     await openLoop(st, go, t1);
   }
-  await sleepUntil(t1);
+  await reached.t1;
   st.running = false;
   await drain(st, t1 + opts.drain * 1000);
   return result(st);

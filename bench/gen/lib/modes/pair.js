@@ -8,7 +8,7 @@
 // such, never as a flattering number). Used to watch a flood.
 
 const { pick, openAll } = require('../target');
-const { nowMs, summary, sleepUntil, Samples } = require('../stats');
+const { nowMs, summary, Samples } = require('../stats');
 const { headline, bump } = require('./common');
 const { closeAll } = require('./messages');
 
@@ -62,10 +62,10 @@ async function setup(opts, share, target) {
   return { state: st, info: { connected: conns.filter(Boolean).length, wanted: 2, failures } };
 }
 
-async function run(st, { go, t0, t1 }) {
+async function run(st, { go, t0, t1, reached }) {
   st.t0 = t0;
   st.t1 = t1;
-  await sleepUntil(go);
+  await reached.go;
   const every = 1000 / st.opts.rate;
   let n = 0;
   if (st.alice && st.bob) {
