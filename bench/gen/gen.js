@@ -38,6 +38,8 @@ const OPTIONS = {
   warmup: { type: 'string' },
   drain: { type: 'string', default: '5' },
   json: { type: 'string', default: '-' },
+  'ready-file': { type: 'string' },
+  'accounts-file': { type: 'string' },
   quiet: { type: 'boolean', default: false },
   // messages
   pairs: { type: 'string', default: '50' },
@@ -66,7 +68,8 @@ modes: messages (--pairs N --rate R | --window W, --ack each|batch|none)
        handshakes (--concurrency C --accounts K [--no-ready])
        idle (--connections N --hold S --per-account C [--no-ready])
        pair (--rate R round trips/s)
-common: --procs N --sources IP,IP --server-pid PID --duration S --warmup S --drain S --json PATH`;
+common: --procs N --sources IP,IP --server-pid PID --duration S --warmup S --drain S --json PATH
+        --accounts-file PATH (reuse/save relay accounts) --ready-file PATH (touched when set up)`;
 
 function fail(message) {
   process.stderr.write(`gen: ${message}\n${USAGE}\n`);
@@ -93,6 +96,10 @@ function options(values, mode) {
     concurrency: num('concurrency'), accounts: num('accounts'), noReady: values['no-ready'],
     timeout: num('timeout'), perAccount: Math.max(1, num('per-account')),
     openConcurrency: Math.max(1, num('open-concurrency')), quiet: values.quiet,
+    readyFile: values['ready-file'] || null, accountsFile: values['accounts-file'] || null,
+    // Tags this run's messages: a message replayed from an earlier run on
+    // the same accounts is counted as stale, never as a delivery.
+    runId: Math.floor(Math.random() * 2 ** 31),
   };
   const warmDefault = { messages: 1, echo: 1, handshakes: 0.5, idle: 0, pair: 0 }[mode];
   opts.warmup = values.warmup !== undefined ? num('warmup') : warmDefault;
@@ -269,6 +276,27 @@ function cpuCount(list) {
   return n;
 }
 
+// *n* logged-in relay accounts: from --accounts-file when it holds enough
+// for this relay (tokens live 15 minutes: reuse them within one figure
+// only), else made now (and saved there).
+async function relayAccounts(opts, n) {
+  const file = opts.accountsFile;
+  if (file && fs.existsSync(file)) {
+    const saved = JSON.parse(fs.readFileSync(file, 'utf8'));
+    if (saved.http === opts.http && saved.accounts.length >= n) {
+      return { accounts: saved.accounts.slice(0, n), tally: { reused: n, file } };
+    }
+  }
+  log(opts, `creating ${n} accounts on ${opts.http}`);
+  const made = await openAccounts(opts.http, n, { concurrency: 8 });
+  if (made.accounts.length < n) {
+    throw new Error(`only ${made.accounts.length}/${n} accounts: ${JSON.stringify(made.tally)}`);
+  }
+  if (file) fs.writeFileSync(file, JSON.stringify({ http: opts.http, accounts: made.accounts }));
+  await stats.sleep(500); // let the login traffic settle (idle reads RSS next)
+  return made;
+}
+
 async function coordinate(opts, argv) {
   const mode = MODES[opts.mode];
   const started = new Date().toISOString();
@@ -278,14 +306,9 @@ async function coordinate(opts, argv) {
   if (!opts.peer && opts.http) {
     const n = mode.accountsNeeded(opts);
     if (n > 0) {
-      log(opts, `creating ${n} accounts on ${opts.http}`);
-      const made = await openAccounts(opts.http, n, { concurrency: 8 });
+      const made = await relayAccounts(opts, n);
       accounts = made.accounts;
       setupAccounts = made.tally;
-      if (accounts.length < n) {
-        throw new Error(`only ${accounts.length}/${n} accounts: ${JSON.stringify(made.tally)}`);
-      }
-      await stats.sleep(500); // let the login traffic settle (idle reads RSS next)
     }
   }
   const before = serverSample(opts.serverPid);
@@ -309,6 +332,7 @@ async function coordinate(opts, argv) {
     const now = stats.nowMs();
     if (now >= t0 && now < t1) rssDuring.push(stats.procRssKb(opts.serverPid));
   }, 250) : null;
+  if (opts.readyFile) fs.writeFileSync(opts.readyFile, `${go}\n`);
   log(opts, `running: warm-up ${opts.warmup} s, window ${opts.duration} s`);
   const parts = await Promise.all(workers.map((w) => w.run({ go, t0, t1 })));
   await Promise.all(serverMarks);

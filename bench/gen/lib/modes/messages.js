@@ -43,12 +43,15 @@ async function setup(opts, share, target) {
   const ledger = new Ledger();
   const st = {
     opts, share, ledger, pairs: [], running: false, t0: Infinity, t1: Infinity,
-    sent: 0, accepted: 0, refused: 0, delivered: 0, duplicates: 0, unknown: 0,
+    sent: 0, accepted: 0, refused: 0, delivered: 0, duplicates: 0, unknown: 0, stale: 0,
     deliveredInWindow: 0, acceptedInWindow: 0, refusals: {}, disconnects: {},
     lateSends: 0, maxLagMs: 0, acksSent: 0,
   };
   const pad = opts.bodyBytes > 0 ? `,"p":"${'x'.repeat(opts.bodyBytes)}"` : '';
   st.pad = pad;
+  // Client ids are unique per device across runs: relay answers a resent id
+  // with the first message's id and never delivers it again.
+  st.idPrefix = `${opts.runId.toString(36)}-`;
   const specs = [];
   for (const p of share.pairs) {
     const pair = { to: p.to, sender: null, receiver: null, inFlight: 0, acks: [] };
@@ -82,7 +85,12 @@ function sendOne(st, pair) {
   pair.inFlight += 1;
   st.sent += 1;
   pair.sender.send(
-    `{"type":"send","id":"${k}","to":"${pair.to}","body":{"k":${k},"t":${t}${st.pad}}}`);
+    `{"type":"send","id":"${st.idPrefix}${k}","to":"${pair.to}","body":{"r":${st.opts.runId},"k":${k},"t":${t}${st.pad}}}`);
+}
+
+// The sequence number in a client id ("<run>-<seq>"); NaN if not ours.
+function seqOf(st, id) {
+  return id.startsWith(st.idPrefix) ? Number(id.slice(st.idPrefix.length)) : NaN;
 }
 
 function senderHandlers(st, pair) {
@@ -92,7 +100,7 @@ function senderHandlers(st, pair) {
       const frame = JSON.parse(text);
       const { ledger } = st;
       if (frame.type === 'accepted') {
-        const k = Number(frame.id);
+        const k = seqOf(st, frame.id);
         if (!(k < ledger.length) || ledger.flags[k] & (ACCEPTED | REFUSED)) {
           st.unknown += 1;
           return;
@@ -103,7 +111,7 @@ function senderHandlers(st, pair) {
         if (now >= st.t0 && now < st.t1) st.acceptedInWindow += 1;
       } else if (frame.type === 'error') {
         bump(st.refusals, frame.code);
-        const k = frame.ref === undefined ? NaN : Number(frame.ref);
+        const k = frame.ref === undefined ? NaN : seqOf(st, frame.ref);
         if (!(k < ledger.length)) return;
         ledger.flags[k] |= REFUSED;
         ledger.answeredAt[k] = now;
@@ -125,9 +133,12 @@ function receiverHandlers(st, pair) {
       const now = nowMs();
       const frame = JSON.parse(text);
       if (frame.type !== 'message') return;
-      const k = frame.body && frame.body.k;
+      const body = frame.body;
+      const k = body && body.k;
       const { ledger } = st;
-      if (typeof k !== 'number' || !(k < ledger.length)) {
+      if (!body || body.r !== st.opts.runId) {
+        st.stale += 1; // replayed from an earlier run on these accounts
+      } else if (typeof k !== 'number' || !(k < ledger.length)) {
         st.unknown += 1;
       } else if (ledger.flags[k] & DELIVERED) {
         st.duplicates += 1;
@@ -252,7 +263,7 @@ function result(st) {
     delivered_in_window: st.deliveredInWindow,
     accepted_in_window: st.acceptedInWindow,
     all_sent: st.sent, all_delivered: st.delivered, duplicates: st.duplicates,
-    unknown: st.unknown, acks_sent: st.acksSent, refusals: st.refusals,
+    unknown: st.unknown, stale: st.stale, acks_sent: st.acksSent, refusals: st.refusals,
     disconnects: st.disconnects, late_sends: st.lateSends, max_lag_ms: round3(st.maxLagMs),
     drain_ms: round3((st.drainedAt || t1) - t1),
     latency: Float64Array.from(lat), accepted_latency: Float64Array.from(acc),
@@ -290,7 +301,7 @@ function merge(opts, parts, seconds) {
   const out = {};
   for (const f of ['sent', 'accepted', 'refused', 'delivered', 'lost', 'unanswered',
     'undelivered', 'delivered_in_window', 'accepted_in_window', 'all_sent', 'all_delivered',
-    'duplicates', 'unknown', 'acks_sent', 'late_sends']) out[f] = total(parts, f);
+    'duplicates', 'unknown', 'stale', 'acks_sent', 'late_sends']) out[f] = total(parts, f);
   out.refusals = sumCounts(parts.map((p) => p.refusals));
   out.disconnects = sumCounts(parts.map((p) => p.disconnects));
   out.max_lag_ms = Math.max(0, ...parts.map((p) => p.max_lag_ms));

@@ -36,6 +36,7 @@ async function setup(opts, share, target) {
         if (f.type === 'error') bump(st.refusals, f.code);
         if (f.type !== 'message') return;
         conn.send(`{"type":"ack","id":"${f.id}"}`);
+        if (f.body.r !== st.opts.runId) return; // replayed from an earlier run
         const t = st.sentAt[f.body.pong];
         if (t >= st.t0 && t < st.t1 && !st.answered.has(f.body.pong)) {
           st.answered.add(f.body.pong);
@@ -49,8 +50,9 @@ async function setup(opts, share, target) {
         if (f.type === 'error') bump(st.refusals, f.code);
         if (f.type !== 'message') return;
         conn.send(`{"type":"ack","id":"${f.id}"}`);
-        conn.send(`{"type":"send","id":"b${f.body.ping}","to":"${st.aliceName}",` +
-          `"body":{"pong":${f.body.ping}}}`);
+        if (f.body.r !== st.opts.runId) return; // replayed from an earlier run
+        conn.send(`{"type":"send","id":"${st.opts.runId}b${f.body.ping}","to":"${st.aliceName}",` +
+          `"body":{"r":${st.opts.runId},"pong":${f.body.ping}}}`);
       },
       onClose } },
   ];
@@ -74,7 +76,8 @@ async function run(st, { go, t0, t1, reached }) {
         const now = nowMs();
         while (go + n * every <= Math.min(now, t1 - 0.001)) {
           st.sentAt[n] = nowMs();
-          st.alice.send(`{"type":"send","id":"a${n}","to":"${st.bobName}","body":{"ping":${n}}}`);
+          st.alice.send(`{"type":"send","id":"${st.opts.runId}a${n}","to":"${st.bobName}",` +
+            `"body":{"r":${st.opts.runId},"ping":${n}}}`);
           n += 1;
         }
         if (now >= t1) resolve();
