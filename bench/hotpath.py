@@ -30,7 +30,10 @@ exact commands, the machine's load at the start and the end and what else
 used CPU during each figure, which side saturated, each target met or not).
 
     python bench/hotpath.py [--quick] [--only knee,cpu] [--before 2f38f5d] [--runs N]
-                            [--keep-tree] [--flood-cpus 1] [--flood-procs 1]
+                            [--keep-tree] [--flood-cpus 1] [--flood-procs 1] [--merge]
+
+``--merge`` keeps the figures of the existing hotpath.json that this run
+does not measure (same *before* commit), each marked as from that run.
 
 ``--quick`` runs everything small (one short run each, 1,000 idle
 connections) in under two minutes: a smoke check of the tools, not figures.
@@ -617,7 +620,8 @@ def summary_table(data: dict[str, Any]) -> str:
     rows = []
     for name, fig in data["figures"].items():
         t = TARGETS[name]
-        rows.append([f"`{name}`", f"{t.what}: {t.op} {t.value:g} {t.unit}",
+        earlier = " (earlier run)" if fig.get("from_earlier_run") else ""
+        rows.append([f"`{name}`{earlier}", f"{t.what}: {t.op} {t.value:g} {t.unit}",
                      figure_cell(name, fig.get("before")), met_cell(fig, "before"),
                      figure_cell(name, fig.get("after")), met_cell(fig, "after"),
                      fig.get("gap_after"),
@@ -655,7 +659,11 @@ VALUE_NAMES = {"ratio": "msgs/s or echoes/s", "knee": "knee msgs/s (offered)",
 
 
 def figure_section(name: str, fig: dict[str, Any]) -> str:
-    lines = [f"### `{name}`: {TARGETS[name].what}", "",
+    earlier = fig.get("from_earlier_run")
+    note = ([f"From an earlier run (`{' '.join(earlier['command'])}`, {earlier['started_at']}, "
+             f"after = {earlier['after_commit'][:10]}; its load is in hotpath.json).", ""]
+            if earlier else [])
+    lines = [f"### `{name}`: {TARGETS[name].what}", "", *note,
              h.md_table(["side", VALUE_NAMES[name], "figure", "server CPU", "server waiting",
                          "generator CPU", "server µs/op", "p99 ms", "saturated"],
                         side_rows(name, fig)), ""]
@@ -754,6 +762,26 @@ def markdown(data: dict[str, Any]) -> str:
 # --- main ----------------------------------------------------------------------------------
 
 
+def merge_earlier(data: dict[str, Any]) -> None:
+    """Add the figures of the existing hotpath.json that this run did not measure."""
+    path = h.RESULTS / "hotpath.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    if old.get("trees", {}).get("before", {}).get("commit") != data["trees"]["before"]["commit"]:
+        return  # another *before*: not comparable
+    for name, fig in old.get("figures", {}).items():
+        if name not in data["figures"]:
+            fig.setdefault("from_earlier_run", {"started_at": old["started_at"],
+                                                "command": old["command"],
+                                                "quick": old.get("quick"),
+                                                "after_commit": old["trees"]["after"]["commit"],
+                                                "load": old.get("load")})
+            data["figures"][name] = fig
+    data["figures"] = {name: data["figures"][name] for name in FIGURES
+                       if name in data["figures"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -762,6 +790,8 @@ def main() -> None:
     parser.add_argument("--before", default=BEFORE, help=f"the *before* commit ({BEFORE})")
     parser.add_argument("--runs", type=int, default=None, help="runs per side (3; quick: 1)")
     parser.add_argument("--keep-tree", action="store_true", help="keep the before worktree")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the figures of the existing hotpath.json not measured now")
     parser.add_argument("--flood-cpus", default=str(h.CLIENT_CORE),
                         help="cores of the flood generator (1)")
     parser.add_argument("--flood-procs", type=int, default=1, help="flood generator processes")
@@ -786,6 +816,8 @@ def main() -> None:
     data["load"]["end"] = h.load_snapshot()
     data["finished_at"] = h.now_utc()
     data["wall_s"] = round(time.monotonic() - started, 1)
+    if args.merge:
+        merge_earlier(data)
     h.write_results("hotpath", data, markdown(data))
     print(summary_table(data))
 
