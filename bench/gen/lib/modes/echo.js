@@ -61,7 +61,7 @@ function onEcho(st, conn) {
   if (st.running && now < st.t1) sendOne(st, conn);
 }
 
-async function run(st, { go, t0, t1, reached }) {
+async function run(st, { t0, t1, reached }) {
   st.t0 = t0;
   st.t1 = t1;
   await reached.go;

@@ -73,7 +73,7 @@ function attempt(st, i) {
   });
 }
 
-async function run(st, { go, t0, t1, reached }) {
+async function run(st, { t0, t1, reached }) {
   st.t0 = t0;
   st.t1 = t1;
   await reached.go;

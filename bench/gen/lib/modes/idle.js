@@ -45,7 +45,7 @@ async function setup(opts, share, target) {
     ramp_s: round3((nowMs() - started) / 1000) } };
 }
 
-async function run(st, { go, t1, reached }) {
+async function run(st, { reached }) {
   await reached.go;
   st.holding = true;
   const pings0 = st.pings;
