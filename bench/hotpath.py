@@ -65,6 +65,7 @@ FLOOD_RATE = 10_000
 P99_KNEE_MS = 50.0
 DELIVERED_MIN = 0.95
 LATE_MAX = 0.01  # an open-loop step whose sends left late more than this is the generator's
+CONTENDED = 0.10  # other processes using this share of a side's core(s): a shared machine
 # The flood figure keeps relay's handshake limit; only account setup is unthrottled.
 FLOOD_ENV = {"LOGIN_RATE_LIMIT_PER_MINUTE": "1000000",
              "RELAY_AUTH_REGISTRATION_RATE_PER_HOUR": "1000000"}
@@ -191,9 +192,11 @@ def brief(report: dict[str, Any]) -> dict[str, Any]:
     return {
         "server_cpu_share": s.get("cpu_share"),
         "server_runq_wait_share": s.get("runq_wait_share"),
+        "server_core_others": s.get("others_on_its_cores"),
         "server_cpu_us_per_op": s.get("cpu_us_per_op"),
         "generator_cpu_share": g["cpu_share"],
         "generator_runq_wait_share": g.get("runq_wait_share"),
+        "generator_core_others": g.get("others_on_its_cores"),
         "generator_loop_delay_p99_ms": max(
             (w["loop_delay"] or {}).get("p99_ms", 0) for w in g["per_process"]),
         "bound_by": report["bound_by"],
@@ -219,8 +222,9 @@ def repeat(server: h.Server, runs: int, mode: str, args: list[str], value: Value
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("value", "server_cpu_share", "server_runq_wait_share", "server_cpu_us_per_op",
-            "generator_cpu_share", "generator_runq_wait_share", "p99_ms")
+    keys = ("value", "server_cpu_share", "server_runq_wait_share", "server_core_others",
+            "server_cpu_us_per_op", "generator_cpu_share", "generator_runq_wait_share",
+            "generator_core_others", "p99_ms")
     med: dict[str, Any] = {k: h.median([r[k] for r in runs if r.get(k) is not None])
                            for k in keys}
     med["bound_by"] = sorted({r["bound_by"] for r in runs})
@@ -357,8 +361,7 @@ def knee_ramp(tree: Tree, p: Params) -> dict[str, Any]:
             "median": {"value": best["offered_per_s"] if best else 0,
                        "bound_by": [first_fail["bound_by"]] if first_fail else ["(no step failed)"],
                        "server_cpu_share": first_fail and first_fail["server_cpu_share"],
-                       "server_runq_wait_share":
-                           first_fail and first_fail["server_runq_wait_share"],
+                       "server_core_others": first_fail and first_fail["server_core_others"],
                        "generator_cpu_share": first_fail and first_fail["generator_cpu_share"],
                        "p99_ms": best and best["p99_ms"]},
             "knee_step": best and {k: v for k, v in best.items() if k != "report"},
@@ -528,6 +531,21 @@ FIGURE_FUNCS: dict[str, Callable[[Params, list[Tree]], dict[str, Any]]] = {
 }
 
 
+def contention(fig: dict[str, Any]) -> list[str]:
+    """The sides of a figure whose server's or generator's core others used too."""
+    found = []
+    for label in ("peer", "before", "after"):
+        side = fig.get(label) or {}
+        runs = [*(side.get("runs") or side.get("steps") or [])]
+        for who in ("server", "generator"):
+            others = [r[f"{who}_core_others"] for r in runs
+                      if r.get(f"{who}_core_others") is not None]
+            if others and max(others) > CONTENDED:
+                found.append(f"{label}: other processes used up to {max(others):.0%} of the "
+                             f"{who}'s core")
+    return found
+
+
 def measure_figure(name: str, p: Params, trees_: list[Tree]) -> dict[str, Any]:
     """One figure, with the CPU every other process on the machine used meanwhile."""
     print(f"hotpath: {name}", file=sys.stderr, flush=True)
@@ -535,6 +553,7 @@ def measure_figure(name: str, p: Params, trees_: list[Tree]) -> dict[str, Any]:
     data = FIGURE_FUNCS[name](p, trees_)
     wall = time.monotonic() - started
     data["others_cpu"] = h.others_cpu(before, h.process_table(), wall)
+    data["contended"] = contention(data)
     data["wall_s"] = round(wall, 1)
     target = TARGETS[name]
     data["target"] = asdict(target)
@@ -572,9 +591,9 @@ def saturation(side: dict[str, Any]) -> str:
     if not side or "error" in side:
         return f"error: {side.get('error', 'not run')[:80]}" if side else "—"
     m = side.get("median") or {}
-    wait = m.get("server_runq_wait_share")
+    others = m.get("server_core_others")
     return (f"{', '.join(m.get('bound_by') or ['?'])} (server {pct(m.get('server_cpu_share'))}"
-            + (f" +{pct(wait)} waiting" if wait else "")
+            + (f" + others {pct(others)} of its core" if others else "")
             + f", generator {pct(m.get('generator_cpu_share'))})")
 
 
@@ -604,6 +623,9 @@ def figure_cell(name: str, side: dict[str, Any] | None) -> str:
                 f"{fmt(side.get('figure_by_cpu'))})")
     if name == "idle":
         return f"{fmt(value)} ({fmt(value_of(side))} KiB)"
+    if name == "knee" and not value:
+        steps = side.get("steps") or []
+        return f"< {fmt(steps[0]['offered_per_s'], 'msgs/s')}" if steps else "—"
     if name == "flood":
         m = side.get("median") or {}
         return (f"{fmt(value, 'ms')} at {fmt(m.get('flood_attempts_per_s'))}/s"
@@ -613,7 +635,8 @@ def figure_cell(name: str, side: dict[str, Any] | None) -> str:
 
 def met_cell(data: dict[str, Any], label: str) -> str:
     met = data.get(f"met_{label}")
-    return "met" if met else "not tested" if met is None else "**missed**"
+    text = "met" if met else "not tested" if met is None else "**missed**"
+    return f"{text} (contended)" if met is not None and data.get("contended") else text
 
 
 def summary_table(data: dict[str, Any]) -> str:
@@ -642,13 +665,14 @@ def side_rows(name: str, fig: dict[str, Any]) -> list[list[Any]]:
         if not side:
             continue
         if "error" in side:
-            rows.append([label, f"error: {side['error'][:120]}", *[None] * 7])
+            rows.append([label, f"error: {side['error'][:120]}", *[None] * 8])
             continue
         m = side.get("median") or {}
         kind = side.get("server", {}).get("kind", "")
         rows.append([f"{label} ({kind})", fmt(m.get("value")), fmt(side.get("figure")),
-                     pct(m.get("server_cpu_share")), pct(m.get("server_runq_wait_share")),
-                     pct(m.get("generator_cpu_share")), fmt(m.get("server_cpu_us_per_op")),
+                     pct(m.get("server_cpu_share")), pct(m.get("server_core_others")),
+                     pct(m.get("generator_cpu_share")), pct(m.get("generator_core_others")),
+                     fmt(m.get("server_cpu_us_per_op")),
                      fmt(m.get("p99_ms")), ", ".join(m.get("bound_by") or [])])
     return rows
 
@@ -664,8 +688,9 @@ def figure_section(name: str, fig: dict[str, Any]) -> str:
              f"after = {earlier['after_commit'][:10]}; its load is in hotpath.json).", ""]
             if earlier else [])
     lines = [f"### `{name}`: {TARGETS[name].what}", "", *note,
-             h.md_table(["side", VALUE_NAMES[name], "figure", "server CPU", "server waiting",
-                         "generator CPU", "server µs/op", "p99 ms", "saturated"],
+             h.md_table(["side", VALUE_NAMES[name], "figure", "server CPU", "others on its core",
+                         "generator CPU", "others on its core", "server µs/op", "p99 ms",
+                         "saturated"],
                         side_rows(name, fig)), ""]
     if name == "knee":
         for label in ("before", "after"):
@@ -744,14 +769,18 @@ def markdown(data: dict[str, Any]) -> str:
         "the flood: `relay flood handshake` (raw sockets, this tree's). Each figure's runs: "
         f"{p['runs']} {TIMES} {p['seconds']:g} s windows after {p['warmup']:g} s of warm-up, "
         "median (knee: one ramp, one step per rate; idle: one run). Saturated = the side at ≥ 90% "
-        "of its core(s); \"(core shared)\" = below that only because it waited for a core other "
-        "processes held (run-queue wait from /proc/<pid>/schedstat).", "",
+        "of its core(s); \"(core shared)\" = below that only because other processes used the "
+        "rest of its core (per-CPU busy time from /proc/stat less its own CPU; softirq "
+        "included).", "",
         "## Targets", "", summary_table(data), "",
         "Figure cells: the ratio figures give the ratio, then relay's own value in "
         "parentheses and, for throughput ratios, the ratio of server CPU per operation "
         "(peer's ÷ relay's: what the ratio would be if both were bound by their core; it does "
         "not move when other processes take part of core 0); the flood cell gives the flood "
-        "rate reached (below ~9,000/s the target is not tested).", "",
+        "rate reached (below ~9,000/s the target is not tested). \"(contended)\": other "
+        f"processes used more than {CONTENDED:.0%} of a server's or generator's core during "
+        "that figure: its verdict is not to be trusted (see `contended` in hotpath.json).",
+        "",
         load_section(data),
         "## Figures", "",
     ]

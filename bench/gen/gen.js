@@ -247,19 +247,28 @@ function serverSample(pid) {
     sched: stats.procSched(pid) };
 }
 
+// What else ran on a group of CPUs: their busy share (summed, in cores) less
+// what *used* (the server's or the generator's CPU share, in cores) took.
+function othersOn(cpus, shares, used) {
+  if (!cpus.length || cpus.some((c) => shares[c] === undefined)) return null;
+  const busy = cpus.reduce((acc, c) => acc + shares[c], 0);
+  return stats.round3(Math.max(0, busy - used));
+}
+
 // Which side bounded the figure: a side whose CPU use reached 90% of what
 // it may use ("server", "generator", "both"), or that used less only because
-// it waited for a core others held (CPU + run-queue wait >= 90%: "… (core
-// shared)"); "neither" when both had room (the figure is then set by
-// latency, e.g. the closed loop's window, not by a CPU).
-function verdict(server, genShare, genWait, genCores) {
-  const busy = (cpu, wait, cores) => {
+// other processes took the rest of its core(s) (its CPU + the others' on the
+// same cores >= 90%: "… (core shared)"); "neither" when both had room (the
+// figure is then set by latency, e.g. the closed loop's window, a commit
+// delay, an fsync, not by a CPU).
+function verdict(server, genShare, genOthers, genCores) {
+  const busy = (cpu, others, cores) => {
     if (cpu === null || cpu === undefined) return 0;
     if (cpu >= 0.9 * cores) return 2;
-    return wait !== null && wait !== undefined && cpu + wait >= 0.9 * cores ? 1 : 0;
+    return others !== null && others !== undefined && cpu + others >= 0.9 * cores ? 1 : 0;
   };
-  const s = busy(server.cpu_share, server.runq_wait_share, 1);
-  const g = busy(genShare, genWait, genCores);
+  const s = busy(server.cpu_share, server.others_on_its_cores, 1);
+  const g = busy(genShare, genOthers, genCores);
   const names = [];
   if (s) names.push(s === 2 ? 'server' : 'server (core shared)');
   if (g) names.push(g === 2 ? 'generator' : 'generator (core shared)');
@@ -325,8 +334,14 @@ async function coordinate(opts, argv) {
   const marks = {};
   const rssDuring = [];
   const serverMarks = [
-    stats.reach(t0, () => { marks.s0 = serverSample(opts.serverPid); }),
-    stats.reach(t1, () => { marks.s1 = serverSample(opts.serverPid); }),
+    stats.reach(t0, () => {
+      marks.s0 = serverSample(opts.serverPid);
+      marks.cpus0 = stats.cpuTimes();
+    }),
+    stats.reach(t1, () => {
+      marks.s1 = serverSample(opts.serverPid);
+      marks.cpus1 = stats.cpuTimes();
+    }),
   ];
   const rssTimer = opts.serverPid ? setInterval(() => {
     const now = stats.nowMs();
@@ -348,6 +363,9 @@ async function coordinate(opts, argv) {
   const cpus = parts[0].cpu.cpus_allowed;
   const genCores = Math.min(cpuCount(cpus), opts.procs);
   const server = { pid: opts.serverPid };
+  const coresBusy = stats.busyShares(marks.cpus0 || {}, marks.cpus1 || {});
+  const serverCpus = opts.serverPid ? stats.cpusOf(opts.serverPid) : [];
+  const genCpus = stats.cpusOf();
   if (marks.s0 && marks.s1 && marks.s0.cpu_s !== null && marks.s1.cpu_s !== null) {
     const wall = (marks.s1.at - marks.s0.at) / 1000;
     server.cpu_s = stats.round3(marks.s1.cpu_s - marks.s0.cpu_s);
@@ -357,6 +375,10 @@ async function coordinate(opts, argv) {
         (marks.s1.sched.wait_ns - marks.s0.sched.wait_ns) / 1e9 / wall);
     }
     server.cpu_us_per_op = result.count ? stats.round3((1e6 * server.cpu_s) / result.count) : null;
+    // Other processes' (and the kernel's) use of the server's core(s): a
+    // server below 90% whose core was full anyway shared it.
+    server.cpus = serverCpus;
+    server.others_on_its_cores = othersOn(serverCpus, coresBusy, server.cpu_share);
     server.rss_before_setup_kb = before && before.rss_kb;
     server.rss_at_t0_kb = marks.s0.rss_kb;
     server.rss_at_t1_kb = marks.s1.rss_kb;
@@ -368,6 +390,8 @@ async function coordinate(opts, argv) {
     cpu_s: stats.round3(genCpu),
     cpu_share: stats.round3(genShare),
     runq_wait_share: genWait === null ? null : stats.round3(genWait),
+    cpus: genCpus,
+    others_on_its_cores: othersOn(genCpus, coresBusy, genShare),
     cores: genCores,
     per_process: parts.map((p) => p.cpu),
     coordinator_cpu_s: stats.round3(stats.selfCpu() - cpu0),
@@ -379,7 +403,8 @@ async function coordinate(opts, argv) {
     target: { ws: opts.ws, http: opts.http, peer: opts.peer },
     params: opts, window_s: stats.round3(seconds), setup_s: stats.round3(setupS),
     accounts: setupAccounts, setup: infos, results: result, server, generator,
-    bound_by: verdict(server, genShare, genWait, genCores),
+    cores_busy: coresBusy,
+    bound_by: verdict(server, genShare, generator.others_on_its_cores, genCores),
   };
 }
 

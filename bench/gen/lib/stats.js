@@ -94,6 +94,50 @@ function procSched(pid = 'self') {
   }
 }
 
+// Busy and total jiffies of every CPU (/proc/stat): {cpu0: [busy, total], ...}.
+// Busy = everything but idle and iowait (softirq included).
+function cpuTimes() {
+  const out = {};
+  try {
+    for (const line of fs.readFileSync('/proc/stat', 'latin1').split('\n')) {
+      const m = /^(cpu\d+)\s+(.*)$/.exec(line);
+      if (!m) continue;
+      const f = m[2].trim().split(/\s+/).slice(0, 8).map(Number);
+      const total = f.reduce((a, b) => a + b, 0);
+      out[m[1]] = [total - f[3] - f[4], total];
+    }
+  } catch {
+    // not Linux: no per-CPU figures
+  }
+  return out;
+}
+
+// Busy share of each CPU between two cpuTimes() readings.
+function busyShares(before, after) {
+  const out = {};
+  for (const [cpu, [busy1, total1]] of Object.entries(after)) {
+    if (!before[cpu]) continue;
+    const [busy0, total0] = before[cpu];
+    out[cpu] = round3((busy1 - busy0) / Math.max(1, total1 - total0));
+  }
+  return out;
+}
+
+// The CPUs a process may run on (its Cpus_allowed_list), as ['cpu0', ...].
+function cpusOf(pid = 'self') {
+  try {
+    const m = /Cpus_allowed_list:\s*(\S+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'));
+    const cpus = [];
+    for (const part of m[1].split(',')) {
+      const [a, b] = part.split('-').map(Number);
+      for (let c = a; c <= (b === undefined ? a : b); c++) cpus.push(`cpu${c}`);
+    }
+    return cpus;
+  } catch {
+    return [];
+  }
+}
+
 // VmRSS of another process in KiB; null if gone.
 function procRssKb(pid) {
   try {
@@ -163,6 +207,6 @@ function sleep(ms) {
 }
 
 module.exports = {
-  nowMs, Samples, summary, round3, selfCpu, procCpu, procSched, procRssKb, allowedCpus, loopDelay,
+  nowMs, Samples, summary, round3, selfCpu, procCpu, procSched, procRssKb, cpuTimes, busyShares, cpusOf, allowedCpus, loopDelay,
   sleepUntil, sleep, reach,
 };
