@@ -150,8 +150,7 @@ class StoreConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     path: str = "relay.db"
     dsn: Secret = Secret("")
     batch_max: Count = 256
-    # A batch waits this long for more sends and acks to share its commit.
-    commit_delay: Delay = 0.005
+    ack_delay: Delay = 0.05  # acks wait at most this long to share a commit with sends
     synchronous: Synchronous = Synchronous.FULL
     busy_timeout: Seconds = 5 * SECONDS  # SQLite: wait this long for another process's lock
 

@@ -107,6 +107,8 @@ class Connection:
         self._replayed: int | None = None  # the last seq the replay sent, once it is done
         self._sent_seq = 0  # the highest message seq written to the socket
         self._catch_up = False  # read the store again (the bus may have dropped pushes)
+        self._replaying = True  # reading the store: live messages need not be queued
+        self._missed = 0  # the highest seq pushed live while replaying
         self._pong: trio.Event | None = None
 
     def _monotonic(self, unix_time: float, now: float) -> float:
@@ -120,7 +122,15 @@ class Connection:
             self.close(TOO_SLOW)
 
     def push_message(self, seq: int, frame: str, received_at: float) -> None:
-        """Queue a live message frame; a full outbox closes with 1013."""
+        """Queue a live message frame; a full outbox closes with 1013.
+
+        While the connection replays from the store, the message is only
+        noted: the replay reads it from the store, in order, so a burst of
+        live messages during a long replay can never fill the outbox.
+        """
+        if self._replaying:
+            self._missed = max(self._missed, seq)
+            return
         if not self.outbox.put(Delivery(seq, frame, received_at)):
             self.close(TOO_SLOW)
         elif received_at:
@@ -133,6 +143,7 @@ class Connection:
     def catch_up(self) -> None:
         """Send what the store holds past the last message sent (after lost pushes)."""
         self._catch_up = True
+        self._replaying = True
         self._wake_writer()
 
     def close(self, verdict: Close) -> None:
@@ -311,39 +322,38 @@ class Connection:
     async def _replay(self, after: int) -> int:
         """Send every stored unacked message past seq *after*, in order; the last seq sent.
 
-        The connection is registered before this starts, so every message
-        stored meanwhile is put in the outbox too. Between chunks the outbox
-        is drained so that it cannot fill during a long replay: answers and
-        notices are sent at once; live messages are dropped, and another
-        page is read to send them in order.
+        The connection is registered (and announced on the bus) before this
+        starts, so every message stored meanwhile is pushed here too; while
+        replaying, such a push is only noted (``_missed``), and another page
+        is read until none is newer than what was sent. Between chunks the
+        answers and pings waiting in the outbox are sent, so they are not
+        held up by a long replay.
         """
         store, last = self._ctx.store, after
+        self._replaying = True
         while True:
             page = await store.pending(self.device_id, last, REPLAY_PAGE)
-            missed = False
             for start in range(0, len(page), WRITE_BATCH):
                 chunk = page[start : start + WRITE_BATCH]
                 await send_frames(self.ws, [_frame(queued) for queued in chunk])
                 last = chunk[-1].seq
                 self._sent_seq = max(self._sent_seq, last)
                 self._ctx.counters.message_out.inc(len(chunk))
-                missed |= await self._send_waiting_controls(last)
-            if len(page) < REPLAY_PAGE and not missed:
+                await self._send_waiting_controls()
+            if len(page) < REPLAY_PAGE and self._missed <= last:
+                self._replaying = False  # no await from here to the return
                 return last
 
-    async def _send_waiting_controls(self, replayed: int) -> bool:
-        """Send waiting answers and pings; drop live messages. True if one was newer."""
-        control: list[str | bytes] = []
-        missed = False
-        for item in self.outbox.take(len(self.outbox)):
-            if isinstance(item, Delivery):
-                missed |= item.seq > replayed  # stored after the page was read
-            else:
-                control.append(item.frame if isinstance(item, Control) else item.data)
+    async def _send_waiting_controls(self) -> None:
+        """Send the answers and pings waiting in the outbox (no messages are queued now)."""
+        control = [
+            item.frame if isinstance(item, Control) else item.data
+            for item in self.outbox.take(len(self.outbox))
+            if not isinstance(item, Delivery)
+        ]
         if control:
             await send_frames(self.ws, control)
             self._ctx.counters.control_out.inc(len(control))
-        return missed
 
 
 def _frame(queued: QueuedMessage) -> str:
