@@ -7,6 +7,9 @@ from __future__ import annotations
 from ..crypto import KeyUpload as KeyUpload
 from ..crypto import OneTimePrekey as OneTimePrekey
 from ..crypto import SignedPrekey as SignedPrekey
+from ._migrations import LATEST_VERSION as LATEST_VERSION
+from ._migrations import Migrated as Migrated
+from ._migrations import SchemaVersionError as SchemaVersionError
 from ._port import Bundle as Bundle
 from ._port import Device as Device
 from ._port import Enqueued as Enqueued
@@ -31,4 +34,5 @@ from ._port import UsernameTaken as UsernameTaken
 from ._port import UserSummary as UserSummary
 from ._routing import route as route
 from ._sqlite import SQLiteStore as SQLiteStore
+from ._sqlite import migrate_sqlite as migrate_sqlite
 from ._sqlite import open_sqlite_store as open_sqlite_store
