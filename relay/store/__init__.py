@@ -1,4 +1,4 @@
-"""Store port and its adapters (SQLite embedded default)."""
+"""Store port and its adapters: SQLite (the embedded default) and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ from ._port import Unroutable as Unroutable
 from ._port import User as User
 from ._port import UsernameTaken as UsernameTaken
 from ._port import UserSummary as UserSummary
+from ._postgres import PostgresStore as PostgresStore
+from ._postgres import describe_dsn as describe_dsn
+from ._postgres import migrate_postgres as migrate_postgres
+from ._postgres import open_postgres_store as open_postgres_store
 from ._routing import route as route
 from ._sqlite import SQLiteStore as SQLiteStore
 from ._sqlite import migrate_sqlite as migrate_sqlite
