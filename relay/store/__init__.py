@@ -8,6 +8,7 @@ from ..crypto import KeyUpload as KeyUpload
 from ..crypto import OneTimePrekey as OneTimePrekey
 from ..crypto import SignedPrekey as SignedPrekey
 from ._migrations import LATEST_VERSION as LATEST_VERSION
+from ._migrations import DownNotConfirmed as DownNotConfirmed
 from ._migrations import Migrated as Migrated
 from ._migrations import SchemaVersionError as SchemaVersionError
 from ._port import Bundle as Bundle

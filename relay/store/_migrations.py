@@ -30,6 +30,17 @@ class SchemaVersionError(StoreError):
     """The database was written by a newer relay than this one."""
 
 
+class DownNotConfirmed(StoreError):
+    """Going down would drop what later versions added, and the caller did not allow it.
+
+    Nothing changed; ``planned`` is what would have run.
+    """
+
+    def __init__(self, planned: Migrated) -> None:
+        super().__init__(f"going down from {planned.before} to {planned.after} drops data")
+        self.planned = planned
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One version of the schema: what it adds (``up``) and how to take it away (``down``)."""
@@ -73,6 +84,12 @@ class Migrated:
         if not self.steps:
             return f"nothing to do: the schema is at version {self.after}"
         return "ran " + ", ".join(str(step) for step in self.steps)
+
+
+def check_direction(current: int, steps: Sequence[Step], allow_down: bool) -> None:
+    """Raise :class:`DownNotConfirmed` for downward *steps* unless *allow_down*."""
+    if steps and not steps[0].up and not allow_down:
+        raise DownNotConfirmed(Migrated(current, steps[-1].version_after, tuple(steps)))
 
 
 def plan(current: int, target: int | None, migrations: Sequence[Migration]) -> list[Step]:
@@ -258,18 +275,22 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def migrate_to(conn: sqlite3.Connection, target: int | None = None) -> Migrated:
+def migrate_to(
+    conn: sqlite3.Connection, target: int | None = None, *, allow_down: bool = True
+) -> Migrated:
     """Take the database to version *target* (None: the latest), up or down.
 
     One ``BEGIN IMMEDIATE`` transaction: every step and the version number
     commit together, or nothing changes. *conn* must be in autocommit mode
     (``isolation_level=None``). Raises :class:`SchemaVersionError` if the
-    database is newer than this code, ValueError for an unknown *target*.
+    database is newer than this code, ValueError for an unknown *target*,
+    and :class:`DownNotConfirmed` for a way down without *allow_down*.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
         current = schema_version(conn)
         steps = plan(current, target, MIGRATIONS)
+        check_direction(current, steps, allow_down)
         for step in steps:
             for statement in _statements(step.script):
                 conn.execute(statement)

@@ -438,8 +438,8 @@ def _password(dsn: str) -> str | None:
 
 
 def _redacted(text: str, secret: str | None) -> str:
-    """*text* on one line, without *secret*."""
-    text = " ".join(text.split())
+    """*text* on one line (libpq writes several), without *secret*."""
+    text = "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
     return text.replace(secret, "[redacted]") if secret else text
 
 
@@ -478,21 +478,24 @@ async def open_postgres_store(
         await store.aclose()
 
 
-def migrate_postgres(dsn: str, target: int | None, timeout: float = TIMEOUT) -> Migrated:
+def migrate_postgres(
+    dsn: str, target: int | None, timeout: float = TIMEOUT, *, allow_down: bool = True
+) -> Migrated:
     """Take the database at *dsn* to schema version *target* (None: the latest). Blocking.
 
     For ``relay migrate``: one connection, one transaction (see
-    :func:`~relay.store._postgres_migrations.migrate_to`). Raises
-    :class:`StoreUnavailable` if PostgreSQL cannot be reached or a lock is
-    not granted within *timeout*.
+    :func:`~relay.store._postgres_migrations.migrate_to`, which also says
+    what *allow_down* refuses). Raises :class:`StoreUnavailable` (the
+    driver's words, without the password) if PostgreSQL cannot be reached or
+    a lock is not granted within *timeout*.
     """
     try:
         with psycopg.connect(dsn, **_connection_kwargs(dsn, timeout)) as conn:
             conn.execute(f"SET lock_timeout = {max(1, round(timeout * 1000)):d}".encode())
             conn.commit()
-            return migrate_to(conn, target)
+            return migrate_to(conn, target, allow_down=allow_down)
     except _UNAVAILABLE as exc:
-        raise StoreUnavailable(_unreachable(dsn, exc)) from exc
+        raise StoreUnavailable(_redacted(str(exc), _password(dsn))) from exc
 
 
 if TYPE_CHECKING:

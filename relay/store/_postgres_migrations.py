@@ -24,7 +24,7 @@ from psycopg import Connection
 
 from ._locks import advisory_key
 from ._migrations import MIGRATIONS as SQLITE_MIGRATIONS
-from ._migrations import Migrated, Migration, plan
+from ._migrations import Migrated, Migration, check_direction, plan
 from ._port import StoreError
 
 _V1 = """
@@ -198,22 +198,26 @@ def schema_version(conn: Conn) -> int:
     return 0 if row is None else int(row[0])
 
 
-def migrate_to(conn: Conn, target: int | None = None) -> Migrated:
+def migrate_to(conn: Conn, target: int | None = None, *, allow_down: bool = True) -> Migrated:
     """Take the schema to version *target* (None: the latest), up or down.
 
     One transaction, under an advisory lock of this schema: every step and
     the version number commit together, or nothing changes. *conn* must be
     idle (no transaction open). Raises
     :class:`~relay.store._migrations.SchemaVersionError` if the schema is
-    newer than this code, ValueError for an unknown *target*.
+    newer than this code, ValueError for an unknown *target*, and
+    :class:`~relay.store._migrations.DownNotConfirmed` for a way down without
+    *allow_down*.
     """
     with conn.transaction():
         key = advisory_key("migrate", current_schema(conn))
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
         current = schema_version(conn)
         steps = plan(current, target, MIGRATIONS)
+        check_direction(current, steps, allow_down)
         if steps:
-            conn.execute(_VERSION_TABLE)
+            if current == 0:
+                conn.execute(_VERSION_TABLE)
             for step in steps:
                 # No parameters: psycopg sends the script as one simple query.
                 conn.execute(step.script.encode())

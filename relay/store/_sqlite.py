@@ -418,14 +418,19 @@ async def open_sqlite_store(
 
 
 def migrate_sqlite(
-    path: str, target: int | None, busy_timeout: float = BUSY_TIMEOUT
+    path: str,
+    target: int | None,
+    busy_timeout: float = BUSY_TIMEOUT,
+    *,
+    allow_down: bool = True,
 ) -> Migrated:
     """Take the existing database at *path* to schema version *target* (None: the latest).
 
     For ``relay migrate``; blocking. One ``BEGIN IMMEDIATE`` transaction (see
-    :func:`~relay.store._migrations.migrate_to`). Never creates a file: a
-    missing one raises :class:`StoreError`, and a database locked past
-    *busy_timeout* raises :class:`StoreUnavailable`.
+    :func:`~relay.store._migrations.migrate_to`, which also says what
+    *allow_down* refuses). Never creates a file: a missing one raises
+    :class:`StoreError`, and a database locked past *busy_timeout* raises
+    :class:`StoreUnavailable`.
     """
     try:
         # mode=rw: an existing file only, never a new empty one.
@@ -436,9 +441,9 @@ def migrate_sqlite(
         raise StoreError(f"{path}: cannot open it ({exc})") from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000):d}")
-        return migrate_to(conn, target)
+        return migrate_to(conn, target, allow_down=allow_down)
     except sqlite3.OperationalError as exc:  # locked, disk full, I/O error
-        raise StoreUnavailable(f"{path}: {exc}") from exc
+        raise StoreUnavailable(str(exc)) from exc
     finally:
         conn.close()
 
