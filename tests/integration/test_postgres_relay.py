@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from psycopg import conninfo
 
 from tests import pg
-from tests.conftest import Relay, RelayFactory, alice_and_bob, bearer
+from tests.conftest import LogCapture, Relay, RelayFactory, alice_and_bob, bearer
 from tests.tcpproxy import TcpProxy
 from tests.wsclient import WsClient, connect
 
@@ -41,13 +42,20 @@ async def proxy(nursery: trio.Nursery) -> AsyncIterator[TcpProxy]:
 async def on_postgres(
     schema: pg.Schema, proxy: TcpProxy, relay_with: RelayFactory
 ) -> tuple[Relay, httpx.AsyncClient]:
-    """A relay whose store is the schema, through the proxy; a call waits at most 0.5 s."""
+    """A relay whose store is the schema, through the proxy; a call waits at most 0.5 s.
+
+    The DSN carries a password (the test server trusts any), which must never
+    reach a log line.
+    """
     return await relay_with(
         store__backend="postgres",
-        store__dsn=schema.via(proxy.port),
+        store__dsn=conninfo.make_conninfo(schema.via(proxy.port), password=PASSWORD),
         store__pool_size=2,
         store__busy_timeout=0.5,
     )
+
+
+PASSWORD = "dsn-s3cret-pw"
 
 
 async def accepted_id(ws: WsClient, cid: str, body: Any) -> str:
@@ -78,7 +86,7 @@ async def test_a_message_is_stored_in_postgres_and_replayed(
 
 
 async def test_postgres_unreachable_refuses_then_service_resumes(
-    on_postgres: tuple[Relay, httpx.AsyncClient], proxy: TcpProxy
+    on_postgres: tuple[Relay, httpx.AsyncClient], proxy: TcpProxy, logs: LogCapture
 ) -> None:
     """Down: store_unavailable, HTTP 503, not ready. Back: the resend is accepted, both arrive."""
     relay, http = on_postgres
@@ -104,6 +112,8 @@ async def test_postgres_unreachable_refuses_then_service_resumes(
         await b.expect("ready")
         got = [await b.expect("message") for _ in range(2)]
     assert [(m["id"], m["body"]) for m in got] == [(before, "before"), (during, "during")]
+    assert "store.batch_failed" in logs.events() and "http.store_unavailable" in logs.events()
+    assert PASSWORD not in logs.getvalue()
 
 
 async def resend_until_accepted(ws: WsClient, cid: str, body: Any) -> str:
