@@ -130,7 +130,7 @@ def list_devices(conn: Conn, user_id: str) -> list[Device]:
 def resolve_users(conn: Conn, usernames: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
     rows = conn.execute(
         "SELECT u.username, u.id, d.id FROM users AS u LEFT JOIN devices AS d ON d.user_id = u.id"
-        " WHERE u.username = ANY(%s::text[]) ORDER BY d.created_at, d.ord",
+        " WHERE u.username = ANY(%b::text[]) ORDER BY d.created_at, d.ord",
         ([name for name in usernames if storable(name)],),
     ).fetchall()
     found: dict[str, tuple[str, list[str]]] = {}

@@ -26,7 +26,7 @@ from ._postgres_accounts import Conn, storable
 def _unused_counts(conn: Conn, device_ids: list[str]) -> dict[str, int]:
     rows = conn.execute(
         "SELECT device_id, count(*) FROM one_time_prekeys"
-        " WHERE device_id = ANY(%s::text[]) AND NOT used GROUP BY device_id",
+        " WHERE device_id = ANY(%b::text[]) AND NOT used GROUP BY device_id",
         (device_ids,),
     )
     counts = dict.fromkeys(device_ids, 0)
@@ -56,7 +56,7 @@ def put_keys(conn: Conn, device_id: str, upload: KeyUpload, now: float) -> PutKe
             int(r[0])
             for r in conn.execute(
                 "SELECT key_id FROM one_time_prekeys"
-                " WHERE device_id = %s AND key_id = ANY(%s::bigint[])",
+                " WHERE device_id = %s AND key_id = ANY(%b::bigint[])",
                 (device_id, key_ids),
             )
         )
@@ -85,7 +85,7 @@ def put_keys(conn: Conn, device_id: str, upload: KeyUpload, now: float) -> PutKe
     )
     conn.execute(
         "INSERT INTO one_time_prekeys (device_id, key_id, public_key)"
-        " SELECT %s, * FROM unnest(%s::bigint[], %s::bytea[])",
+        " SELECT %s, * FROM unnest(%b::bigint[], %b::bytea[])",
         (device_id, key_ids, [k.public_key for k in upload.one_time_prekeys]),
     )
     return PutKeysResult(
@@ -112,7 +112,7 @@ def fetch_bundles(conn: Conn, user_id: str, device_id: str | None) -> list[Bundl
     # is taking right now, and mark it used.
     taken = conn.execute(
         "UPDATE one_time_prekeys AS o SET used = true FROM ("
-        "  SELECT pick.device_id, pick.key_id FROM unnest(%s::text[]) AS wanted(device_id)"
+        "  SELECT pick.device_id, pick.key_id FROM unnest(%b::text[]) AS wanted(device_id)"
         "  CROSS JOIN LATERAL (SELECT device_id, key_id FROM one_time_prekeys AS k"
         "    WHERE k.device_id = wanted.device_id AND NOT k.used"
         "    ORDER BY k.key_id LIMIT 1 FOR UPDATE SKIP LOCKED) AS pick"

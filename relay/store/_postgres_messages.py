@@ -112,9 +112,9 @@ def _insert_messages(conn: Conn, rows: Sequence[tuple[Enqueued, NewMessage]]) ->
     conn.execute(
         "INSERT INTO messages (seq, message_id, sender_user_id, sender_device_id,"
         " sender_username, client_id, recipient_user_id, target_device_ids, body, sent_at,"
-        " expires_at) SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[],"
-        " %s::text[], %s::bytea[], %s::text[], %s::jsonb[], %s::bytea[], %s::float8[],"
-        " %s::float8[])",
+        " expires_at) SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[],"
+        " %b::text[], %b::bytea[], %b::text[], %b::jsonb[], %b::bytea[], %b::float8[],"
+        " %b::float8[])",
         (
             [e.seq for e, _ in rows],
             [e.message_id for e, _ in rows],
@@ -133,7 +133,7 @@ def _insert_messages(conn: Conn, rows: Sequence[tuple[Enqueued, NewMessage]]) ->
     if copies:
         conn.execute(
             "INSERT INTO queue (device_id, seq, sender_user_id)"
-            " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[])",
+            " SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[])",
             ([c[0] for c in copies], [c[1] for c in copies], [c[2] for c in copies]),
         )
 
@@ -156,8 +156,8 @@ class _Room:
         # One read for both counts: per device, a row per sender of the batch
         # and one (NULL) for everyone else; a device's length is their sum.
         rows = conn.execute(
-            "SELECT device_id, CASE WHEN sender_user_id = ANY(%s::text[]) THEN sender_user_id"
-            " END AS sender, count(*) FROM queue WHERE device_id = ANY(%s::text[])"
+            "SELECT device_id, CASE WHEN sender_user_id = ANY(%b::text[]) THEN sender_user_id"
+            " END AS sender, count(*) FROM queue WHERE device_id = ANY(%b::text[])"
             " GROUP BY device_id, sender",
             (sorted(senders), sorted(devices)),
         )
@@ -186,7 +186,7 @@ def _originals(conn: Conn, messages: Sequence[NewMessage]) -> dict[tuple[str, st
     keys = sorted({(m.sender_device_id, m.client_id) for m in messages})
     rows = conn.execute(
         "SELECT m.sender_device_id, m.client_id, m.message_id, m.seq, m.target_device_ids"
-        " FROM messages AS m JOIN unnest(%s::text[], %s::bytea[]) AS k(device_id, client_id)"
+        " FROM messages AS m JOIN unnest(%b::text[], %b::bytea[]) AS k(device_id, client_id)"
         " ON m.sender_device_id = k.device_id AND m.client_id = k.client_id",
         ([k[0] for k in keys], [k[1].encode() for k in keys]),
     ).fetchall()
@@ -202,7 +202,7 @@ def _existing_devices(conn: Conn, device_ids: set[str]) -> set[str]:
     # KEY SHARE: a device being deleted right now is waited for (and then
     # absent); one found here cannot go before the copies are inserted.
     rows = conn.execute(
-        "SELECT id FROM devices WHERE id = ANY(%s::text[]) FOR KEY SHARE",
+        "SELECT id FROM devices WHERE id = ANY(%b::text[]) FOR KEY SHARE",
         (sorted(d for d in device_ids if storable(d)),),
     )
     return {r[0] for r in rows}
@@ -239,7 +239,7 @@ def ack_many(conn: Conn, acks: Sequence[tuple[str, Sequence[str]]]) -> int:
         return 0
     cursor = conn.execute(
         "DELETE FROM queue AS q USING messages AS m,"
-        " unnest(%s::text[], %s::text[]) AS a(device_id, message_id)"
+        " unnest(%b::text[], %b::text[]) AS a(device_id, message_id)"
         " WHERE m.message_id = a.message_id AND q.seq = m.seq AND q.device_id = a.device_id",
         ([p[0] for p in pairs], [p[1] for p in pairs]),
     )
