@@ -155,6 +155,51 @@ async def test_a_commit_not_granted_the_lock_in_time_is_unavailable(schema: pg.S
         assert [m.seq for m in await store.pending(bob_phone.id, 0, 10)] == [accepted.seq]
 
 
+async def test_a_commit_cancelled_mid_transaction_completes_whole(schema: pg.Schema) -> None:
+    """Cancelled while its transaction runs, a commit finishes and answers; the caller is
+    cancelled at its next checkpoint."""
+    async with open_postgres_store(schema.dsn, pool_size=2) as store:
+        alice = await new_user(store, "alice")
+        phone = await new_device(store, alice)
+        bob = await new_user(store, "bob")
+        bob_phone = await new_device(store, bob)
+        seen: list[object] = []
+        with schema.connect() as other:
+            hold_messages_lock(other, schema)
+            async with trio.open_nursery() as nursery:
+
+                async def sender(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+                    with trio.CancelScope() as scope:
+                        task_status.started(scope)
+                        sends = [send(alice.id, phone.id, "c1")]
+                        seen.extend(await store.commit([], sends, LIMITS))
+                        await trio.sleep(0)  # the next checkpoint delivers the cancellation
+                        seen.append("not cancelled")
+
+                scope = await nursery.start(sender)
+                with trio.fail_after(10):
+                    while not _waits_for_an_advisory_lock(other):
+                        await trio.sleep(0.01)  # the store's thread is inside its transaction
+                scope.cancel()
+                other.rollback()  # the transaction goes on, and commits
+        [result] = seen
+        assert isinstance(result, Enqueued)
+        assert [m.message_id for m in await store.pending(bob_phone.id, 0, 10)] == [
+            result.message_id
+        ]
+
+
+async def test_the_store_closes_even_when_the_body_is_cancelled(schema: pg.Schema) -> None:
+    """A cancelled `async with` still closes the pool; the store then refuses calls."""
+    with trio.CancelScope() as scope:
+        async with open_postgres_store(schema.dsn, pool_size=1) as store:
+            scope.cancel()
+            await trio.sleep_forever()
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    assert store._pool.closed  # white-box: the connections went with it
+
+
 def test_each_schema_has_its_own_messages_lock() -> None:
     """Two relays in two schemas of one database never wait for each other's lock."""
     assert advisory_key("messages", "a") != advisory_key("messages", "b")
