@@ -38,6 +38,8 @@ DAYS = 24 * HOURS
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 """A duration: seconds, or a string with units (``"15m"``); always > 0."""
+Delay = Annotated[float, msgspec.Meta(ge=0)]
+"""A duration that may be 0 (off); written like :data:`Seconds`."""
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Count = Annotated[int, msgspec.Meta(ge=1)]
 Rate = Annotated[float, msgspec.Meta(gt=0)]
@@ -149,6 +151,8 @@ class StoreConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     dsn: Secret = Secret("")  # postgres: libpq DSN or URL; the tables go in its search_path
     pool_size: Count = 10  # postgres: connections (and worker threads) per relay process
     batch_max: Count = 256
+    # A batch waits this long for more sends and acks to share its commit.
+    commit_delay: Delay = 0.005
     synchronous: Synchronous = Synchronous.FULL
     # How long a call waits for another's lock (either engine) or, with
     # PostgreSQL, for a pooled connection, before the store is unavailable.
@@ -180,6 +184,7 @@ class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 class ServerConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_open_sockets: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: the open-file limit less 256
     reuse_port: bool = False  # SO_REUSEPORT: several processes share the ports
+    workers: Count = 1  # processes `relay serve` starts (> 1 needs the Redis bus and limits)
 
 
 class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -317,7 +322,7 @@ def _durations(raw: dict[str, dict[str, Any]]) -> None:
     for section, cls in sections().items():
         hints = typing.get_type_hints(cls, include_extras=True)
         for key, value in raw.get(section, {}).items():
-            if hints.get(key) == Seconds and isinstance(value, str):
+            if hints.get(key) in (Seconds, Delay) and isinstance(value, str):
                 # A bad one is left as a string: the conversion names the key.
                 with contextlib.suppress(ValueError):
                     raw[section][key] = parse_duration(value)

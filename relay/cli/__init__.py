@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"relay: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "serve":
-        return serve(config, dev=args.dev)
+        return serve(config, dev=args.dev, workers=args.workers, config_path=args.config)
     if args.command == "migrate":
         return run_migrate(config, args)
     return run_user_command(config, args)
@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(serve_cmd)
     serve_cmd.add_argument(
         "--dev", action="store_true", help="allow running without JWT_SECRET (ephemeral secret)"
+    )
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes on the same ports (default: [server] workers)",
     )
     add_user_parsers(sub, _config_option)
     add_migrate_parser(sub, _config_option)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import sys
 from pathlib import Path
 
+import structlog
 import trio
 
 from .. import __version__
@@ -14,6 +16,7 @@ from ..app import Bound, run
 from ..config import Config
 from ..net import PortInUse
 from ..obs import configure_logging, get_logger
+from ._workers import supervise, why_not_workers, worker_index
 
 EXIT_USAGE = 2
 
@@ -24,10 +27,27 @@ PORT_KEYS = {
 }
 
 
-def serve(config: Config, *, dev: bool) -> int:
-    """Run the relay until a signal; 0 after a clean stop, 2 if it cannot start."""
+def serve(
+    config: Config, *, dev: bool, workers: int | None = None, config_path: str | None = None
+) -> int:
+    """Run the relay until a signal; 0 after a clean stop, 2 if it cannot start.
+
+    With more than one worker (``--workers`` or ``[server] workers``) this
+    process supervises that many relay processes instead (see ``_workers``).
+    """
     configure_logging(config.log.level, config.log.format)
     log = get_logger("relay")
+    index = worker_index()
+    if index is not None:
+        structlog.contextvars.bind_contextvars(worker=index)
+    count = workers if workers is not None else config.server.workers
+    if count < 1:
+        print("relay: --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    refusal = why_not_workers(config, count)
+    if refusal is not None:
+        print(f"relay: {refusal}", file=sys.stderr)
+        return EXIT_USAGE
     if not config.auth.jwt_secret:
         if not dev:
             print(
@@ -38,6 +58,10 @@ def serve(config: Config, *, dev: bool) -> int:
             return EXIT_USAGE
         config = config.replace(auth__jwt_secret=secrets.token_urlsafe(48))
         log.warning("relay.dev_secret", detail="ephemeral JWT secret; tokens die with the process")
+    if count > 1:
+        # The workers must sign and check tokens alike: the one secret goes to all.
+        env = {**os.environ, "JWT_SECRET": str(config.auth.jwt_secret)}
+        return supervise(config_path or os.environ.get("RELAY_CONFIG"), env, count)
     try:
         trio.run(_serve_until_signal, config, dev)
     except BaseException as exc:  # an ExceptionGroup from the servers' nursery

@@ -153,3 +153,12 @@ def test_serve_on_a_terminal_says_where_it_listens(relay_env: dict[str, str]) ->
     assert "/ws" in text and relay_env["RELAY_STORE_PATH"] in text
     assert "--dev made a random JWT secret" in text
     assert '{"' not in text.split("is running")[1]  # console log lines on a terminal, not JSON
+
+
+def test_several_workers_need_the_shared_bus_and_limits(relay_env: dict[str, str]) -> None:
+    """--workers 2 on the in-process bus and limits: exit 2, one line saying why."""
+    result = run(["serve", "--dev", "--workers", "2"], relay_env)
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "--workers 2" in line and '[bus] backend = "redis"' in line
+    assert '[limits] backend = "redis"' in line
