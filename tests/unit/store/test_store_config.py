@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,19 +43,24 @@ def test_describe_dsn_says_where_without_the_password() -> None:
     assert describe_dsn("host=/run/postgresql dbname=relay") == "/run/postgresql:5432/relay"
 
 
-async def test_open_store_opens_postgres_for_backend_postgres() -> None:
+@pytest.fixture
+def schema() -> Iterator[pg.Schema]:
+    with pg.fresh_schema() as fresh:  # skips, saying why, without a test server
+        yield fresh
+
+
+async def test_open_store_opens_postgres_for_backend_postgres(schema: pg.Schema) -> None:
     """backend = "postgres" opens a PostgresStore on the DSN, with pool_size connections."""
-    with pg.fresh_schema() as schema:
-        config = load_config(
-            env={
-                "RELAY_STORE_BACKEND": "postgres",
-                "RELAY_STORE_DSN": schema.dsn,
-                "RELAY_STORE_POOL_SIZE": "2",
-            }
-        )
-        async with open_store(config) as store:
-            assert isinstance(store, PostgresStore)
-            await store.ping()
+    config = load_config(
+        env={
+            "RELAY_STORE_BACKEND": "postgres",
+            "RELAY_STORE_DSN": schema.dsn,
+            "RELAY_STORE_POOL_SIZE": "2",
+        }
+    )
+    async with open_store(config) as store:
+        assert isinstance(store, PostgresStore)
+        await store.ping()
 
 
 async def test_open_store_opens_sqlite_by_default(tmp_path: Path) -> None:
