@@ -95,15 +95,18 @@ class _StaleConnection(Exception):
 
 
 def _connection_kwargs(dsn: str, timeout: float) -> dict[str, Any]:
-    """Defaults for what the DSN leaves unsaid: give up on an unreachable host, and
-    notice a silent one (libpq would wait for ever), and name the application."""
+    """Defaults for what the DSN leaves unsaid (libpq would wait for ever otherwise)."""
     given = conninfo.conninfo_to_dict(dsn)
     defaults: dict[str, Any] = {
         "connect_timeout": max(2, math.ceil(timeout)),  # libpq's minimum is 2 s
+        # An idle connection to a vanished server is noticed within a minute...
         "keepalives": 1,
         "keepalives_idle": 30,
         "keepalives_interval": 10,
         "keepalives_count": 3,
+        # ... and a query sent into a dead network fails after 30 s, not
+        # after TCP's retransmissions give up (about 15 minutes).
+        "tcp_user_timeout": 30_000,
         "application_name": "relay",
     }
     return {key: value for key, value in defaults.items() if key not in given}
@@ -188,7 +191,7 @@ class PostgresStore:
         await self._run(lambda c: c.execute("SELECT 1").fetchone())
 
     async def aclose(self) -> None:
-        """Refuse new calls and close the pool; calls in flight finish first. Idempotent."""
+        """Refuse new calls and close the pool (calls in flight finish first). Idempotent."""
         self._closed = True
         # Shielded: closing from a cancelled scope (shutdown, a failed
         # `async with`) must still release the connections.
