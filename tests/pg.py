@@ -67,7 +67,10 @@ def create_schema() -> Schema:
     name = f"t_{secrets.token_hex(6)}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
-    return Schema(name, conninfo.make_conninfo(PG_DSN, options=f"-c search_path={name}"))
+    # synchronous_commit off: no test here is about the server's own
+    # durability, and on a slow disk the WAL flush is most of a test's time.
+    options = f"-c search_path={name} -c synchronous_commit=off"
+    return Schema(name, conninfo.make_conninfo(PG_DSN, options=options))
 
 
 def drop_schema(schema: Schema) -> None:
