@@ -7,7 +7,7 @@ import trio
 from quart import Quart, g, request
 from quart_trio import QuartTrio
 from quart_trio.wrappers.response import TrioResponse as Response
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..auth import origin_allowed
 from ..errors import Refused
@@ -18,6 +18,7 @@ from ._account_routes import register_account_routes
 from ._auth_routes import register_auth_routes
 from ._errors import ApiError, api_error, error_response, json_response
 from ._keys_routes import register_keys_routes
+from ._openapi import register_openapi_route
 
 _CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID"
 _CORS_EXPOSE_HEADERS = "X-Request-ID, Retry-After"
@@ -27,7 +28,7 @@ _UNREAD_BODY = frozenset({408, 413})  # statuses answered before the body was re
 
 def create_app(services: Services) -> Quart:
     """The HTTP API over *services*; no global state, one app per Services."""
-    app = QuartTrio("relay")
+    app = QuartTrio("relay", static_folder=None)  # no file serving, no /static route
     app.config["MAX_CONTENT_LENGTH"] = services.config.http.max_body_bytes
     app.config["BODY_TIMEOUT"] = services.config.http.request_timeout  # then 408, closed
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
@@ -37,6 +38,7 @@ def create_app(services: Services) -> Quart:
     register_auth_routes(app, services)
     register_account_routes(app, services)
     register_keys_routes(app, services)
+    register_openapi_route(app, services)
     return app
 
 
@@ -89,6 +91,8 @@ def _install_error_handlers(app: Quart, services: Services) -> None:
             413: "body_too_large",
         }.get(status, "http_error")
         response = error_response(ApiError(status, code, error.description or error.name))
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))  # RFC 9110
         if status in _UNREAD_BODY:
             # The body was never read to its end, so the next request on this
             # connection cannot be parsed: say so, and let the server close it.
