@@ -20,7 +20,7 @@ from .limits import Limits, MemoryLimits, policies
 from .net import ConnectionSlots
 from .obs import Metrics, get_logger
 from .services import Services
-from .store import Store, open_sqlite_store
+from .store import Store, open_postgres_store, open_sqlite_store
 from .ws import WsServer
 
 
@@ -64,6 +64,12 @@ def make_bus(config: Config) -> Bus:
 @asynccontextmanager
 async def open_store(config: Config) -> AsyncIterator[Store]:
     """The Store adapter chosen in ``[store] backend``."""
+    if config.store.backend == "postgres":
+        async with open_postgres_store(
+            config.store.dsn, pool_size=config.store.pool_size, timeout=config.store.busy_timeout
+        ) as store:
+            yield store
+        return
     async with open_sqlite_store(
         config.store.path, config.store.synchronous, config.store.busy_timeout
     ) as store:

@@ -146,13 +146,22 @@ class KeysConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
 
 
 class StoreConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    backend: Literal["sqlite"] = "sqlite"
-    path: str = "relay.db"
-    dsn: Secret = Secret("")
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: str = "relay.db"  # sqlite
+    dsn: Secret = Secret("")  # postgres: libpq DSN or URL; the tables go in its search_path
+    pool_size: Count = 10  # postgres: connections (and worker threads) per relay process
     batch_max: Count = 256
     ack_delay: Delay = 0.05  # acks wait at most this long to share a commit with sends
     synchronous: Synchronous = Synchronous.FULL
-    busy_timeout: Seconds = 5 * SECONDS  # SQLite: wait this long for another process's lock
+    # How long a call waits for another's lock (either engine) or, with
+    # PostgreSQL, for a pooled connection, before the store is unavailable.
+    busy_timeout: Seconds = 5 * SECONDS
+
+    def __post_init__(self) -> None:
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError(
+                'store.dsn (RELAY_STORE_DSN): required when store.backend is "postgres"'
+            )
 
 
 class BusConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

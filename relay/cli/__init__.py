@@ -1,4 +1,4 @@
-"""The ``relay`` command: serve, user (add, list, delete, passwd, unlock), flood.
+"""The ``relay`` command: serve, user (add, list, delete, passwd, unlock), migrate, flood.
 
 Every command fails with one line on standard error — a bad config value, a
 port in use, a missing database, end of input, Ctrl-C — never a traceback.
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..config import ConfigError, load_config
+from ._migrate import add_migrate_parser, run_migrate
 from ._serve import serve
 from ._users import add_user_parsers, run_user_command
 
@@ -38,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "serve":
         return serve(config, dev=args.dev, workers=args.workers, config_path=args.config)
+    if args.command == "migrate":
+        return run_migrate(config, args)
     return run_user_command(config, args)
 
 
@@ -57,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         help="processes on the same ports (default: [server] workers)",
     )
     add_user_parsers(sub, _config_option)
+    add_migrate_parser(sub, _config_option)
     sub.add_parser("flood", help="load-test a relay you operate (loopback only)")  # see main
     return parser
 

@@ -1,4 +1,4 @@
-"""Store port and its adapters (SQLite embedded default)."""
+"""Store port and its adapters: SQLite (the embedded default) and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from __future__ import annotations
 from ..crypto import KeyUpload as KeyUpload
 from ..crypto import OneTimePrekey as OneTimePrekey
 from ..crypto import SignedPrekey as SignedPrekey
+from ._migrations import LATEST_VERSION as LATEST_VERSION
+from ._migrations import DownNotConfirmed as DownNotConfirmed
+from ._migrations import Migrated as Migrated
+from ._migrations import SchemaVersionError as SchemaVersionError
 from ._port import Bundle as Bundle
 from ._port import Device as Device
 from ._port import Enqueued as Enqueued
@@ -29,6 +33,11 @@ from ._port import Unroutable as Unroutable
 from ._port import User as User
 from ._port import UsernameTaken as UsernameTaken
 from ._port import UserSummary as UserSummary
+from ._postgres import PostgresStore as PostgresStore
+from ._postgres import describe_dsn as describe_dsn
+from ._postgres import migrate_postgres as migrate_postgres
+from ._postgres import open_postgres_store as open_postgres_store
 from ._routing import route as route
 from ._sqlite import SQLiteStore as SQLiteStore
+from ._sqlite import migrate_sqlite as migrate_sqlite
 from ._sqlite import open_sqlite_store as open_sqlite_store

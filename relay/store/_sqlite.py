@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import trio
@@ -22,7 +23,7 @@ from . import _sqlite_accounts as accounts
 from . import _sqlite_keys as keys
 from . import _sqlite_lifecycle as lifecycle
 from . import _sqlite_messages as queue
-from ._migrations import migrate
+from ._migrations import Migrated, migrate, migrate_to
 from ._port import (
     Bundle,
     Device,
@@ -414,6 +415,37 @@ async def open_sqlite_store(
         yield store
     finally:
         await store.aclose()
+
+
+def migrate_sqlite(
+    path: str,
+    target: int | None,
+    busy_timeout: float = BUSY_TIMEOUT,
+    *,
+    allow_down: bool = True,
+) -> Migrated:
+    """Take the existing database at *path* to schema version *target* (None: the latest).
+
+    For ``relay migrate``; blocking. One ``BEGIN IMMEDIATE`` transaction (see
+    :func:`~relay.store._migrations.migrate_to`, which also says what
+    *allow_down* refuses). Never creates a file: a missing one raises
+    :class:`StoreError`, and a database locked past *busy_timeout* raises
+    :class:`StoreUnavailable`.
+    """
+    try:
+        # mode=rw: an existing file only, never a new empty one.
+        conn = sqlite3.connect(
+            f"{Path(path).resolve().as_uri()}?mode=rw", uri=True, isolation_level=None
+        )
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"{path}: cannot open it ({exc})") from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000):d}")
+        return migrate_to(conn, target, allow_down=allow_down)
+    except sqlite3.OperationalError as exc:  # locked, disk full, I/O error
+        raise StoreUnavailable(str(exc)) from exc
+    finally:
+        conn.close()
 
 
 if TYPE_CHECKING:

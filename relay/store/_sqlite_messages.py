@@ -110,13 +110,26 @@ def _sender_shares(
 def _originals(
     conn: sqlite3.Connection, messages: Sequence[NewMessage]
 ) -> dict[tuple[str, str], Enqueued]:
-    keys = json.dumps(sorted({(m.sender_device_id, m.client_id) for m in messages}))
+    wanted = sorted({(m.sender_device_id, m.client_id) for m in messages})
+    # SQLite's JSON functions cut a string at a NUL character, so a client id
+    # holding one would never be found (and its resend would fail the whole
+    # batch on the UNIQUE constraint): those few are looked up one by one.
+    odd = [key for key in wanted if "\x00" in key[0] + key[1]]
+    plain = [key for key in wanted if key not in odd]
     rows = conn.execute(
         "SELECT sender_device_id, client_id, message_id, seq, target_device_ids FROM messages"
         " WHERE (sender_device_id, client_id) IN"
         " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
-        (keys,),
+        (json.dumps(plain),),
     ).fetchall()
+    for key in odd:
+        rows.extend(
+            conn.execute(
+                "SELECT sender_device_id, client_id, message_id, seq, target_device_ids"
+                " FROM messages WHERE sender_device_id = ? AND client_id = ?",
+                key,
+            )
+        )
     return {
         (r[0], r[1]): Enqueued(
             message_id=r[2],

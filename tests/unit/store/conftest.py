@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.store import Store, open_sqlite_store
+from relay.store import Store, open_postgres_store, open_sqlite_store
+from tests import pg
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,17 @@ def _sqlite_file(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return Backend("sqlite-file", lambda: open_sqlite_store(path))
 
 
-# A PostgreSQL adapter would add e.g. "postgres": a factory creating a fresh
-# schema (and dropping it with request.addfinalizer), skipped without a DSN.
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """A fresh schema on the test server (skipped, saying why, when it does not answer)."""
+    schema = pg.create_schema()
+    request.addfinalizer(lambda: pg.drop_schema(schema))
+    # A small pool: enough for the concurrency tests, quick to open per test.
+    return Backend("postgres", lambda: open_postgres_store(schema.dsn, pool_size=3))
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
     "sqlite-file": _sqlite_file,
+    "postgres": _postgres,
 }
 
 
