@@ -42,11 +42,9 @@ class RedisProxy:
             self._scope.cancel()
             self._scope = None
 
-    async def restart(self) -> None:
-        """Stop, then listen again on the same port."""
-        assert self._nursery is not None
-        self.stop()
-        await trio.sleep(0)  # let the cancelled tasks close their sockets
+    async def resume(self) -> None:
+        """Listen again on the same port, in the nursery it first ran in."""
+        assert self._nursery is not None, "never started"
         await self.start(self._nursery)
 
     async def _serve(self, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
