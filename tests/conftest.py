@@ -308,3 +308,45 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"relaytest:{secrets.token_hex(6)}:"
     yield prefix
     trio.run(_delete_under, redis_url, prefix)
+
+
+@pytest.fixture
+async def hosted_relays(
+    config: Config, wall: WallClock, logs: LogCapture, nursery: trio.Nursery
+) -> AsyncIterator[RelayFactory]:
+    """``relay_with`` for services that run tasks of their own (the Redis adapters).
+
+    A nursery must be left by the task that entered it, so each relay's
+    services are opened, served and closed by one task of the test's
+    nursery; the relays shut down gracefully after the test.
+    """
+    hosted: list[tuple[Relay, trio.Event]] = []
+    clients: list[httpx.AsyncClient] = []
+
+    async def start(**changes: Any) -> tuple[Relay, httpx.AsyncClient]:
+        closed = trio.Event()
+
+        async def host(task_status: trio.TaskStatus[Relay]) -> None:
+            try:
+                async with (
+                    open_services(config.replace(**changes), wall_clock=wall) as built,
+                    trio.open_nursery() as inner,
+                ):
+                    running = await start_relay(built, inner)
+                    task_status.started(running)
+                    await running.done.wait()
+            finally:
+                closed.set()
+
+        running: Relay = await nursery.start(host)
+        hosted.append((running, closed))
+        http = httpx.AsyncClient(base_url=running.http_url, timeout=10)
+        clients.append(http)
+        return running, http
+
+    yield start
+    for http in clients:
+        await http.aclose()
+    for running, closed in hosted:
+        await running.shutdown()
+        await closed.wait()
