@@ -27,17 +27,18 @@ import trio
 from coredis.tokens import PureToken
 
 from ..errors import Unavailable
-from ..obs import Logger, LogSampler
+from ..obs import Logger
 from . import _lua
 from ._bucket import TokenBucket
 from ._keys import KeySpace
 from ._memory import MemoryLimits, bounded_key
 from ._policies import Policies
 from ._port import LockoutPolicy, RatePolicy, Refusing
-from ._redis_client import FAILED, UNREACHABLE, redis_client
+from ._redis_client import UNREACHABLE, redis_client
+from ._redis_guard import RedisGuard
 from ._refusals import RecentRefusals
 from ._revocation import RevocationList
-from ._unavailable import FAIL_MODES, FailMode, LimitsUnavailable, fail_mode
+from ._unavailable import FAIL_MODES, FailMode, LimitsUnavailable
 
 T = TypeVar("T")
 
@@ -47,10 +48,8 @@ SLACK = 1.0
 """Seconds a key outlives the state it holds (on Redis's clock)."""
 INJECTED_CLOCK_SLACK = 86_400.0
 """... and with an injected clock, whose time has nothing to do with Redis's."""
-WATCH_INTERVAL = 1.0
-"""Seconds between checks that Redis is there and still has our data."""
-PROBE_INTERVAL = 1.0
-"""Seconds between attempts to reach Redis while it is down."""
+CHECK_INTERVAL = 1.0
+"""Seconds between checks that Redis is there (or back) and still has our data."""
 SCAN_LIMIT = 10_000
 """At most this many keys of each kind are looked at by ``refusing`` (an operator's view)."""
 
@@ -104,16 +103,15 @@ class RedisLimits:
             slack = SLACK if clock is None else INJECTED_CLOCK_SLACK
         self._slack = repr(float(slack))
         self._revoked_in_store = revoked_in_store
-        self._modes = fail_modes
         # Validates every policy now (a bad one fails at start), and is the
         # in-process enforcement of the limits that fail open.
         self._alone = MemoryLimits(policies, clock=local_clock)
         self._refusals = RecentRefusals()
         self._pending = RevocationList()  # revoked while down; written back on recovery
-        self._sampler = LogSampler(local_clock)
+        self._guard = RedisGuard(log, local_clock, fail_modes)
         self._restore: RestoreHook | None = None
-        self._up = True
-        self._down_since = 0.0
+        self._restore_due = False
+        self._lost_data = False
         s = client.register_script
         self._take = s(_lua.TAKE)
         self._locked_for = s(_lua.LOCKED_FOR)
@@ -127,7 +125,7 @@ class RedisLimits:
     @property
     def available(self) -> bool:
         """False from a failed call until a probe reaches Redis again."""
-        return self._up
+        return self._guard.up
 
     def restore_with(self, hook: RestoreHook) -> None:
         """Call *hook* (rebuild the revocation list) when Redis is back or lost its data."""
@@ -160,7 +158,7 @@ class RedisLimits:
             self._refusals.note(limit, key, self._local(), self._alone.blocked_for(limit, key))
             return wait
 
-        return await self._either(limit, shared, alone)
+        return await self._guard.either(limit, shared, alone)
 
     def blocked_for(self, limit: str, key: str) -> float | None:
         """Seconds until a take of 1 would succeed, from this process's recent takes.
@@ -184,7 +182,9 @@ class RedisLimits:
             )
             return _seconds(reply)
 
-        return await self._either(lockout, shared, lambda: self._alone.locked_for(lockout, key))
+        return await self._guard.either(
+            lockout, shared, lambda: self._alone.locked_for(lockout, key)
+        )
 
     async def record_failure(self, lockout: str, key: str) -> float | None:
         """Count a failure; the lock's seconds if this locked the key (ignored while locked)."""
@@ -201,7 +201,7 @@ class RedisLimits:
             )
             return _seconds(reply)
 
-        return await self._either(
+        return await self._guard.either(
             lockout, shared, lambda: self._alone.record_failure(lockout, key)
         )
 
@@ -213,7 +213,9 @@ class RedisLimits:
         async def shared() -> None:
             await self._clear_failures(keys=[self._keys.lockout(lockout, key)])
 
-        await self._forgiving(lockout, shared, lambda: self._alone.clear_failures(lockout, key))
+        await self._guard.either(
+            lockout, shared, lambda: self._alone.clear_failures(lockout, key), mode=FailMode.OPEN
+        )
 
     async def unlock(self, lockout: str, key: str) -> bool:
         """Lift the key's lock and forget its failures; True if there was any."""
@@ -246,7 +248,9 @@ class RedisLimits:
         async def shared() -> None:
             await self._script(self._remember, name, member, ttl, PER_KEY_SOURCES)
 
-        await self._forgiving("known", shared, lambda: self._alone.remember(key, member, ttl))
+        await self._guard.either(
+            "known", shared, lambda: self._alone.remember(key, member, ttl), mode=FailMode.OPEN
+        )
 
     async def knows(self, key: str, member: str) -> bool:
         """True if *member* is remembered under *key*; refused while Redis is down."""
@@ -255,7 +259,7 @@ class RedisLimits:
         async def shared() -> bool:
             return bool(await self._script(self._knows, name, member))
 
-        return await self._either("known", shared, self._refuse)
+        return await self._guard.either("known", shared, _refuse)
 
     async def refusing(self, limit: int) -> list[Refusing]:
         """Up to *limit* buckets that are empty and keys that are locked, longest first.
@@ -315,7 +319,7 @@ class RedisLimits:
         async def alone() -> None:
             self._pending.revoke(session_id, self._local() + ttl)
 
-        await self._forgiving("revocation", shared, alone)
+        await self._guard.either("revocation", shared, alone, mode=FailMode.OPEN)
 
     async def is_revoked(self, session_id: str) -> bool:
         """True while the session is within a revocation's ttl.
@@ -335,7 +339,7 @@ class RedisLimits:
                 raise LimitsUnavailable("no store to ask")
             return await self._revoked_in_store(session_id)
 
-        return await self._either("revocation", shared, alone, mode=FailMode.OPEN)
+        return await self._guard.either("revocation", shared, alone, mode=FailMode.OPEN)
 
     # -- availability -------------------------------------------------------
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -348,7 +352,7 @@ class RedisLimits:
         await self._check(first=True)
         task_status.started()
         while True:
-            await trio.sleep(WATCH_INTERVAL if self._up else PROBE_INTERVAL)
+            await trio.sleep(CHECK_INTERVAL)
             await self._check(first=False)
 
     async def _check(self, *, first: bool) -> None:
@@ -361,80 +365,42 @@ class RedisLimits:
         try:
             kept = await self._client.set(self._keys.alive, "1", condition=PureToken.NX, get=True)
         except UNREACHABLE as exc:
-            self._went_down(exc)
+            self._guard.went_down(exc)
             return
-        was_down, lost = not self._up, kept is None and not first
-        self._up = True
-        if was_down or lost:
-            down_for = self._local() - self._down_since if was_down else 0.0
-            await self._recover(lost=lost, down_for=down_for)
+        down_for = self._guard.came_back()
+        lost = kept is None and not first
+        if down_for is not None or lost:
+            self._restore_due = True
+            self._lost_data = self._lost_data or lost
+            self._log.warning(
+                "limits.redis_recovered", down_for=round(down_for or 0.0, 3), data_lost=lost
+            )
+        if self._restore_due:
+            await self._recover()
 
-    async def _recover(self, *, lost: bool, down_for: float) -> None:
-        """Write back what was held here, and have the relay restore its revocations."""
+    async def _recover(self) -> None:
+        """Write back the revocations held here; have the relay restore the store's.
+
+        Until both are done (the store may be failing too) every check tries again.
+        """
         now = self._local()
-        for session_id, until in self._pending.items():
+        held, self._pending = self._pending, RevocationList()
+        for session_id, until in held.items():
             if until > now:
-                await self.revoke(session_id, until - now)
-        if not self._up:
-            return  # down again: the next recovery tries again
-        self._pending = RevocationList()
+                await self.revoke(session_id, until - now)  # back to pending if down again
+        if not self._guard.up:
+            return
         if self._restore is not None:
             try:
                 await self._restore()
-            except Unavailable as exc:  # the store: retried on the next recovery
+            except Unavailable as exc:
                 self._log.error("limits.restore_failed", error=exc.code)
-                self._up = False
-                self._down_since = self._local()
                 return
-        self._log.warning("limits.redis_recovered", down_for=round(down_for, 3), data_lost=lost)
-
-    def _went_down(self, exc: BaseException) -> None:
-        if self._up:
-            self._up = False
-            self._down_since = self._local()
-            self._log.error("limits.redis_unreachable", error=_describe(exc))
-
-    async def _either(
-        self,
-        name: str,
-        shared: Callable[[], Awaitable[T]],
-        alone: Callable[[], Awaitable[T]],
-        *,
-        mode: FailMode | None = None,
-    ) -> T:
-        """*shared* on Redis; if Redis fails, by *name*'s policy: *alone*, or refuse."""
-        if self._up:
-            try:
-                return await shared()
-            except UNREACHABLE as exc:
-                self._went_down(exc)
-            except FAILED as exc:  # an error reply: this call only
-                self._log.error("limits.redis_error", limit=name, error=_describe(exc))
-        mode = mode or fail_mode(name, self._modes)
-        self._note_unavailable(name, mode)
-        if mode is FailMode.CLOSED:
-            raise LimitsUnavailable(name)
-        return await alone()
-
-    async def _forgiving(
-        self, name: str, shared: Callable[[], Awaitable[None]], alone: Callable[[], Awaitable[None]]
-    ) -> None:
-        await self._either(name, shared, alone, mode=FailMode.OPEN)
+        self._restore_due = self._lost_data = False
 
     async def _operator(self, call: Callable[[], Awaitable[T]]) -> T:
         """An operator's call: done on Redis, or refused (it must not pretend)."""
-        return await self._either("operator", call, self._refuse, mode=FailMode.CLOSED)
-
-    async def _refuse(self) -> Any:
-        raise LimitsUnavailable()
-
-    def _note_unavailable(self, name: str, mode: FailMode) -> None:
-        """The security event, at most once per limit every 10 s (with a count)."""
-        suppressed = self._sampler.admit("limits.redis_unavailable", name, self._local())
-        if suppressed is not None:
-            self._log.warning(
-                "limits.redis_unavailable", limit=name, mode=mode.value, suppressed=suppressed
-            )
+        return await self._guard.either("operator", call, _refuse, mode=FailMode.CLOSED)
 
     async def _script(self, script: coredis.commands.Script[str], key: str, *args: object) -> Any:
         now = "" if self._clock is None else repr(self._clock())
@@ -454,6 +420,10 @@ class RedisLimits:
             raise KeyError(f"no LockoutPolicy for lockout {name!r}") from None
 
 
+async def _refuse() -> Any:
+    raise LimitsUnavailable()
+
+
 def _seconds(reply: object) -> float | None:
     return None if reply is None or reply == "" else float(str(reply))
 
@@ -462,11 +432,6 @@ def _pair(reply: object) -> tuple[bool, float | None]:
     assert isinstance(reply, list | tuple) and len(reply) == 2, reply
     granted, wait = reply
     return bool(int(granted)), _seconds(wait)
-
-
-def _describe(exc: BaseException) -> str:
-    """The error's class and words, for a log line (never a URL: coredis names host:port)."""
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 @asynccontextmanager
@@ -479,6 +444,7 @@ async def open_redis_limits(
     local_clock: Callable[[], float] = trio.current_time,
     clock: Callable[[], float] | None = None,
     revoked_in_store: Callable[[str], Awaitable[bool]] | None = None,
+    slack: float | None = None,
 ) -> AsyncIterator[RedisLimits]:
     """A :class:`RedisLimits` on *url*, watched by a task of its own until exit.
 
@@ -494,6 +460,7 @@ async def open_redis_limits(
         clock=clock,
         local_clock=local_clock,
         revoked_in_store=revoked_in_store,
+        slack=slack,
     )
     async with client, trio.open_nursery() as nursery:
         await nursery.start(limits.watch)

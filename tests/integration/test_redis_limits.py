@@ -254,3 +254,44 @@ async def test_a_redis_that_lost_its_data_gets_the_revocations_back(
             await client.delete(await keys_under(redis_url, redis_prefix))
         with trio.fail_after(5):
             await restored.wait()
+
+
+# --- the scripts are the pure arithmetic ---------------------------------------------
+
+
+async def test_every_script_compiles_on_redis(redis_url: str) -> None:
+    """A Lua error would look like an outage at run time: every script loads."""
+    from relay.bus import _redis as bus_redis
+    from relay.limits import _lua
+
+    sources = [getattr(_lua, name) for name in dir(_lua) if name.isupper()]
+    sources += [bus_redis._REFRESH, bus_redis._WITHDRAW]
+    async with redis_client(redis_url) as client:
+        for source in sources:
+            assert len(await client.script_load(source)) == 40
+
+
+async def test_buckets_and_lockouts_answer_exactly_as_the_pure_code(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Random takes and failures at random times: every answer equal, to the last bit."""
+    import random
+
+    from relay.limits import Lockout, LockoutPolicy, TokenBucket
+
+    rate, lockout = RatePolicy(rate=1.7, burst=5.0), LockoutPolicy(3, window=4.0, duration=6.0)
+    now = [1_800_000_000.123]
+    rng = random.Random(20261130)
+    odd = Policies(rates={"x": rate}, lockouts={"y": lockout})
+    async with opened(redis_url, redis_prefix, odd, clock=lambda: now[0]) as limits:
+        for sequence in range(40):
+            bucket, failures = TokenBucket(rate, now[0]), Lockout(lockout)
+            for _ in range(15):
+                now[0] += rng.choice([0.0, rng.uniform(0, 3), rng.uniform(0, 0.01)])
+                cost = rng.choice([1.0, rng.uniform(0, 5.0)])
+                assert await limits.take("x", f"k{sequence}", cost) == bucket.take(now[0], cost)
+                if rng.random() < 0.5:
+                    got = await limits.record_failure("y", f"k{sequence}")
+                    assert got == failures.record_failure(f"k{sequence}", now[0])
+                locked = await limits.locked_for("y", f"k{sequence}")
+                assert locked == failures.locked_for(f"k{sequence}", now[0])

@@ -13,7 +13,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
 
-from relay.limits import Limits, LockoutPolicy, MemoryLimits, Policies, RatePolicy, open_redis_limits
+from relay.limits import (
+    Limits,
+    LockoutPolicy,
+    MemoryLimits,
+    Policies,
+    RatePolicy,
+    open_redis_limits,
+)
 from relay.obs import get_logger
 
 MINUTE = 60.0

@@ -353,6 +353,6 @@ async def test_an_unusable_policy_fails_when_the_adapter_is_built(
         Policies(rates={"bad": RatePolicy(rate=0.0, burst=1.0)}),
         Policies(lockouts={"bad": LockoutPolicy(threshold=0, window=1, duration=1)}),
     ):
-        with pytest.raises(ValueError, match="rate|threshold"):
+        with pytest.raises(ValueError, match=r"rate|threshold"):
             async with open_limits(policies, clock):
                 pass
