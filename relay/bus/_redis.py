@@ -18,6 +18,7 @@ down nothing here raises: local delivery goes on, and the rest heals.
 from __future__ import annotations
 
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -48,6 +49,8 @@ RECONNECT_MAX = 1.0
 """Longest pause between attempts to subscribe again (it starts at 50 ms and doubles)."""
 REVOCATIONS_KEPT = 10_000
 """The revocation stream's length, roughly (``MAXLEN ~``)."""
+REVOCATIONS_LOOKBACK = 60.0
+"""Seconds before its start from which a process reads the revocation stream."""
 UNSENT_KEPT = 10_000
 """Revocations that could not be published, kept to publish once Redis is back."""
 CHUNK = 1_000
@@ -109,7 +112,11 @@ class RedisBus:
         self._down_since: float | None = None
         self._unsent: deque[SessionRevoked] = deque(maxlen=UNSENT_KEPT)
         self._missed_pushes = False  # a publish failed: the others must read the store too
-        self._revocations_seen: str | None = None  # the stream id read up to
+        # The revocation stream is read from here on every (re)subscription. Its
+        # ids are Redis's wall clock in ms; starting a minute before this process
+        # did covers a Redis that was unreachable at start, and any clock skew
+        # (a revocation delivered twice, or for nobody here, does nothing).
+        self._revocations_seen = f"{int((time.time() - REVOCATIONS_LOOKBACK) * 1000)}-0"
         self._refresh = client.register_script(_REFRESH)
         self._withdraw = client.register_script(_WITHDRAW)
 
@@ -233,17 +240,15 @@ class RedisBus:
 
     async def _read_missed_revocations(self) -> None:
         """Deliver the revocations published since this process last read the stream."""
-        stream = self._keys.revocations
-        if self._revocations_seen is None:
-            last = await self._client.xrevrange(stream, count=1)
-            self._revocations_seen = str(last[0].identifier) if last else "0-0"
-            return
-        entries = await self._client.xrange(
-            stream, start=f"({self._revocations_seen}", count=REVOCATIONS_KEPT
-        )
-        for entry in entries:
-            self._received(self._keys.everyone, entry.field_values.get("e", ""))
-            self._revocations_seen = str(entry.identifier)
+        while True:
+            entries = await self._client.xrange(
+                self._keys.revocations, start=f"({self._revocations_seen}", count=1000
+            )
+            for entry in entries:
+                self._received(self._keys.everyone, entry.field_values.get("e", ""))
+                self._revocations_seen = str(entry.identifier)
+            if len(entries) < 1000:
+                return
 
     def _received(self, channel: str, data: Any) -> None:
         try:
