@@ -34,6 +34,7 @@ from ._keys import KeySpace
 from ._memory import MemoryLimits, bounded_key
 from ._policies import Policies
 from ._port import LockoutPolicy, RatePolicy, Refusing
+from ._redis_batch import Script, ScriptBatcher
 from ._redis_client import UNREACHABLE, redis_client
 from ._redis_guard import RedisGuard
 from ._refusals import RecentRefusals
@@ -75,8 +76,8 @@ class RedisLimits:
     is how long a key outlives its state (default :data:`SLACK`).
 
     Every method is cancellation-safe: a cancelled call may or may not have
-    reached Redis, as with any request that was sent. Run :meth:`watch` in
-    a nursery (:func:`open_redis_limits` does).
+    reached Redis, as with any request that was sent. Run :meth:`run` in a
+    nursery (:func:`open_redis_limits` does).
     """
 
     def __init__(
@@ -112,15 +113,15 @@ class RedisLimits:
         self._restore: RestoreHook | None = None
         self._restore_due = False
         self._lost_data = False
-        s = client.register_script
-        self._take = s(_lua.TAKE)
-        self._locked_for = s(_lua.LOCKED_FOR)
-        self._record_failure = s(_lua.RECORD_FAILURE)
-        self._clear_failures = s(_lua.CLEAR_FAILURES)
-        self._remember = s(_lua.REMEMBER)
-        self._knows = s(_lua.KNOWS)
-        self._revoke = s(_lua.REVOKE)
-        self._is_revoked = s(_lua.IS_REVOKED)
+        self._batcher = ScriptBatcher(client)
+        self._take = Script(_lua.TAKE)
+        self._locked_for = Script(_lua.LOCKED_FOR)
+        self._record_failure = Script(_lua.RECORD_FAILURE)
+        self._clear_failures = Script(_lua.CLEAR_FAILURES)
+        self._remember = Script(_lua.REMEMBER)
+        self._knows = Script(_lua.KNOWS)
+        self._revoke = Script(_lua.REVOKE)
+        self._is_revoked = Script(_lua.IS_REVOKED)
 
     @property
     def available(self) -> bool:
@@ -211,7 +212,7 @@ class RedisLimits:
         key = bounded_key(key)
 
         async def shared() -> None:
-            await self._clear_failures(keys=[self._keys.lockout(lockout, key)])
+            await self._script(self._clear_failures, self._keys.lockout(lockout, key))
 
         await self._guard.either(
             lockout, shared, lambda: self._alone.clear_failures(lockout, key), mode=FailMode.OPEN
@@ -342,18 +343,20 @@ class RedisLimits:
         return await self._guard.either("revocation", shared, alone, mode=FailMode.OPEN)
 
     # -- availability -------------------------------------------------------
-    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Check Redis every second, for ever: mark it down or up, and recover.
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Send the scripts' calls, and check Redis every second: down, up, recovered.
 
         Supports ``nursery.start()``: started after the first check, whatever
         its outcome (a relay starts while Redis is down, and heals later).
         Returns only by cancellation.
         """
-        await self._check(first=True)
-        task_status.started()
-        while True:
-            await trio.sleep(CHECK_INTERVAL)
-            await self._check(first=False)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._batcher.run)
+            await self._check(first=True)
+            task_status.started()
+            while True:
+                await trio.sleep(CHECK_INTERVAL)
+                await self._check(first=False)
 
     async def _check(self, *, first: bool) -> None:
         """One round trip that both proves Redis is there and that it kept our data.
@@ -402,10 +405,10 @@ class RedisLimits:
         """An operator's call: done on Redis, or refused (it must not pretend)."""
         return await self._guard.either("operator", call, _refuse, mode=FailMode.CLOSED)
 
-    async def _script(self, script: coredis.commands.Script[str], key: str, *args: object) -> Any:
+    async def _script(self, script: Script, key: str, *args: object) -> Any:
         now = "" if self._clock is None else repr(self._clock())
         values = [now, self._slack, *(repr(a) if isinstance(a, float) else str(a) for a in args)]
-        return await script(keys=[key], args=values)
+        return await self._batcher.call(script, key, values)
 
     def _rate(self, limit: str) -> RatePolicy:
         try:
@@ -446,10 +449,10 @@ async def open_redis_limits(
     revoked_in_store: Callable[[str], Awaitable[bool]] | None = None,
     slack: float | None = None,
 ) -> AsyncIterator[RedisLimits]:
-    """A :class:`RedisLimits` on *url*, watched by a task of its own until exit.
+    """A :class:`RedisLimits` on *url*, running its tasks (:meth:`RedisLimits.run`) until exit.
 
     Does not wait for Redis: if it is down the adapter starts down and
-    recovers by itself. On exit the watcher is cancelled and the client closed.
+    recovers by itself. On exit its tasks are cancelled and the client closed.
     """
     client = redis_client(url)
     limits = RedisLimits(  # before any task: a bad policy raises ValueError itself
@@ -463,7 +466,7 @@ async def open_redis_limits(
         slack=slack,
     )
     async with client, trio.open_nursery() as nursery:
-        await nursery.start(limits.watch)
+        await nursery.start(limits.run)
         try:
             yield limits
         finally:
