@@ -295,3 +295,25 @@ async def test_buckets_and_lockouts_answer_exactly_as_the_pure_code(
                     assert got == failures.record_failure(f"k{sequence}", now[0])
                 locked = await limits.locked_for("y", f"k{sequence}")
                 assert locked == failures.locked_for(f"k{sequence}", now[0])
+
+
+async def test_a_script_redis_does_not_know_is_loaded_and_run(redis_url: str) -> None:
+    """NOSCRIPT (a restarted Redis has no scripts) loads the script and runs the calls again."""
+    import secrets
+
+    from relay.limits._redis_batch import Script, ScriptBatcher
+
+    unknown = Script(f"-- {secrets.token_hex(8)}\nreturn ARGV[1]")
+    async with redis_client(redis_url) as client, trio.open_nursery() as nursery:
+        batcher = ScriptBatcher(client)
+        nursery.start_soon(batcher.run)
+        replies: list[str] = []
+
+        async def call(n: int) -> None:
+            replies.append(await batcher.call(unknown, "k", [str(n)]))
+
+        async with trio.open_nursery() as calls:
+            for n in range(5):
+                calls.start_soon(call, n)
+        assert sorted(replies) == ["0", "1", "2", "3", "4"]
+        nursery.cancel_scope.cancel()
