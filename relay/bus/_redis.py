@@ -193,6 +193,7 @@ class RedisBus:
                         ignore_subscribe_messages=True,
                         retry_policy=NoRetryPolicy(),
                     ) as pubsub:
+                        self._connected = True  # from now on announce writes its route
                         await self._subscribed()
                         pause = 0.05
                         if not started:
@@ -216,7 +217,11 @@ class RedisBus:
             pause = min(2 * pause, RECONNECT_MAX)
 
     async def _subscribed(self) -> None:
-        """Subscribed (again): routes back, missed revocations, then everyone reads the store."""
+        """Subscribed (again): routes back, missed revocations, then everyone reads the store.
+
+        Runs with :attr:`connected` already true, so that a device announced
+        meanwhile writes its own route (the rewrite below is of a snapshot).
+        """
         for start in range(0, len(devices := self._presence.devices()), CHUNK):
             async with self._client.pipeline(transaction=False) as pipe:
                 for device_id in devices[start : start + CHUNK]:
@@ -231,7 +236,6 @@ class RedisBus:
         for _ in unsent:
             self._unsent.popleft()
         self._missed_pushes = False
-        self._connected = True
         if self._down_since is not None:
             down_for = self._clock() - self._down_since
             self._log.warning("bus.redis_recovered", down_for=round(down_for, 3))

@@ -35,7 +35,7 @@ from ._memory import MemoryLimits, bounded_key
 from ._policies import Policies
 from ._port import LockoutPolicy, RatePolicy, Refusing
 from ._redis_batch import Script, ScriptBatcher
-from ._redis_client import UNREACHABLE, redis_client
+from ._redis_client import FAILED, redis_client
 from ._redis_guard import RedisGuard
 from ._refusals import RecentRefusals
 from ._revocation import RevocationList
@@ -367,7 +367,7 @@ class RedisLimits:
         """
         try:
             kept = await self._client.set(self._keys.alive, "1", condition=PureToken.NX, get=True)
-        except UNREACHABLE as exc:
+        except FAILED as exc:  # unreachable, or refusing us (a wrong password): down either way
             self._guard.went_down(exc)
             return
         down_for = self._guard.came_back()

@@ -73,14 +73,16 @@ class RedisGuard:
                 return await shared()
             except UNREACHABLE as exc:
                 self.went_down(exc)
-            except FAILED as exc:
-                self._log.error("limits.redis_error", limit=name, error=describe(exc))
+            except FAILED as exc:  # an error reply: answered by policy, this call only
+                self._sampled("limits.redis_error", name, error=describe(exc))
         mode = mode or fail_mode(name, self._modes)
-        suppressed = self._sampler.admit("limits.redis_unavailable", name, self._clock())
-        if suppressed is not None:
-            self._log.warning(
-                "limits.redis_unavailable", limit=name, mode=mode.value, suppressed=suppressed
-            )
+        self._sampled("limits.redis_unavailable", name, mode=mode.value)
         if mode is FailMode.CLOSED:
             raise LimitsUnavailable(name)
         return await alone()
+
+    def _sampled(self, event: str, name: str, **fields: object) -> None:
+        """Log *event* for limit *name* at most once every 10 s, with how many were not."""
+        suppressed = self._sampler.admit(event, name, self._clock())
+        if suppressed is not None:
+            self._log.warning(event, limit=name, suppressed=suppressed, **fields)
