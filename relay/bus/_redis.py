@@ -54,21 +54,25 @@ REVOCATIONS_LOOKBACK = 60.0
 UNSENT_KEPT = 10_000
 """Revocations that could not be published, kept to publish once Redis is back."""
 CHUNK = 1_000
-"""Routes written per pipeline when refreshing or rewriting them."""
+"""Routes refreshed or removed per script call (the call holds Redis for about a ms)."""
 
 _REFRESH = """
--- Keep the route if it is ours, or take it back if nobody has it; never steal it.
-local owner = redis.call('GET', KEYS[1])
-if owner == false or owner == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+-- Keep each route if it is ours, or take it back if nobody has it; never steal one
+-- (the device may have moved to another process). KEYS: routes; ARGV: us, TTL (ms).
+for _, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if owner == false or owner == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  end
 end
-return 0
+return #KEYS
 """
 _WITHDRAW = """
--- Remove the route only if it is still ours (the device may have moved on).
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+-- Remove each route only if it is still ours. KEYS: routes; ARGV: us.
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+return #KEYS
 """
 
 
@@ -153,7 +157,7 @@ class RedisBus:
         if not self._connected:
             return
         try:
-            await self._claim(self._client, device_id)
+            await self._claim(device_id)
         except FAILED as exc:
             self._lost(exc)
 
@@ -202,7 +206,7 @@ class RedisBus:
                         async for message in pubsub:
                             self._received(str(message["channel"]), message["data"])
                 except* FAILED as group:
-                    self._lost(group.exceptions[0])
+                    self._lost(_first(group))
                 except* anyio.ClosedResourceError:
                     # coredis 6.9: cancelled together with its connection pool (at
                     # shutdown), the subscription's cleanup writes to the closed
@@ -222,10 +226,7 @@ class RedisBus:
         Runs with :attr:`connected` already true, so that a device announced
         meanwhile writes its own route (the rewrite below is of a snapshot).
         """
-        for start in range(0, len(devices := self._presence.devices()), CHUNK):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for device_id in devices[start : start + CHUNK]:
-                    self._claim(pipe, device_id)
+        await self._keep_routes(self._presence.devices())
         await self._read_missed_revocations()
         unsent = list(self._unsent)
         async with self._client.pipeline(transaction=False) as pipe:
@@ -311,23 +312,21 @@ class RedisBus:
         pipe.publish(self._keys.everyone, payload)
 
     async def _refresh_forever(self) -> None:
-        """Every third of the TTL, keep every route of this process alive (pipelined)."""
+        """Every third of the TTL, keep every route of this process alive."""
         while True:
             await trio.sleep(self._refresh_every)
-            devices = self._presence.devices()
-            if not self._connected or not devices:
+            if not self._connected:
                 continue
             try:
-                for start in range(0, len(devices), CHUNK):
-                    async with self._client.pipeline(transaction=False) as pipe:
-                        for device_id in devices[start : start + CHUNK]:
-                            self._refresh(
-                                keys=[self._keys.presence(device_id)],
-                                args=[self.process_id, str(self._ttl_ms)],
-                                client=pipe,
-                            )
+                await self._keep_routes(self._presence.devices())
             except FAILED as exc:
                 self._lost(exc)
+
+    async def _keep_routes(self, devices: list[str]) -> None:
+        """Write (or extend) the routes of *devices* to here, unless another process has one."""
+        for start in range(0, len(devices), CHUNK):
+            routes = [self._keys.presence(d) for d in devices[start : start + CHUNK]]
+            await self._refresh(keys=routes, args=[self.process_id, str(self._ttl_ms)])
 
     async def _withdraw_forever(self) -> None:
         """Remove the routes of devices no longer held here, in batches."""
@@ -338,19 +337,13 @@ class RedisBus:
             if not batch or not self._connected:
                 continue  # down: the routes expire by themselves
             try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for device_id in batch:
-                        self._withdraw(
-                            keys=[self._keys.presence(device_id)],
-                            args=[self.process_id],
-                            client=pipe,
-                        )
+                for start in range(0, len(batch), CHUNK):
+                    routes = [self._keys.presence(d) for d in batch[start : start + CHUNK]]
+                    await self._withdraw(keys=routes, args=[self.process_id])
                 # Announced again while the batch was on its way: write it back.
-                again = [d for d in batch if d in self._presence]
-                if again:
-                    async with self._client.pipeline(transaction=False) as pipe:
-                        for device_id in again:
-                            self._claim(pipe, device_id)
+                for device_id in batch:
+                    if device_id in self._presence:
+                        await self._claim(device_id)
             except FAILED as exc:
                 self._lost(exc)
 
@@ -363,9 +356,9 @@ class RedisBus:
             await trio.sleep(RESYNC_INTERVAL)
 
     # -- helpers --------------------------------------------------------
-    def _claim(self, target: Any, device_id: str) -> Any:
-        """Route *device_id* here (on the client, or queued on a pipeline)."""
-        return target.set(self._keys.presence(device_id), self.process_id, px=self._ttl_ms)
+    async def _claim(self, device_id: str) -> None:
+        """Route *device_id* here, whoever had it (the latest connection wins)."""
+        await self._client.set(self._keys.presence(device_id), self.process_id, px=self._ttl_ms)
 
     def _deliver(self, event: Event) -> None:
         if self._sink is not None:
@@ -391,6 +384,14 @@ class RedisBus:
             self._log.error("bus.redis_unavailable", error=f"{type(exc).__name__}: {exc}"[:200])
         if self._subscription is not None:
             self._subscription.cancel()
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error in a (nested) exception group."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 @asynccontextmanager

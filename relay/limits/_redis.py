@@ -315,7 +315,7 @@ class RedisLimits:
             return
 
         async def shared() -> None:
-            await self._script(self._revoke, self._keys.revoked(session_id), ttl)
+            await self._script(self._revoke, self._keys.revoked(bounded_key(session_id)), ttl)
 
         async def alone() -> None:
             self._pending.revoke(session_id, self._local() + ttl)
@@ -331,7 +331,8 @@ class RedisLimits:
         """
 
         async def shared() -> bool:
-            return bool(await self._script(self._is_revoked, self._keys.revoked(session_id)))
+            name = self._keys.revoked(bounded_key(session_id))
+            return bool(await self._script(self._is_revoked, name))
 
         async def alone() -> bool:
             if self._pending.is_revoked(session_id, self._local()):
