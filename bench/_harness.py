@@ -53,6 +53,14 @@ NO_LIMITS = {
     "RELAY_WS_SEND_RATE_PER_SECOND": "100000",
     "RELAY_WS_SEND_BURST": "100000",
     "RELAY_WS_MAX_CONNECTIONS_PER_USER": "100000",
+    "RELAY_WS_SEND_RATE_PER_USER_PER_SECOND": "100000",
+    "RELAY_WS_SEND_BURST_PER_USER": "100000",
+    "RELAY_WS_HANDSHAKE_RATE_PER_USER_PER_MINUTE": "10000000",
+    "RELAY_WS_MAX_PENDING_PER_IP": "100000",
+    "RELAY_AUTH_REGISTRATION_RATE_PER_HOUR": "1000000",
+    "RELAY_QUEUE_MAX_PER_SENDER": "1000000",
+    "RELAY_QUEUE_MAX_PER_DEVICE": "1000000",
+    "RELAY_HTTP_MAX_CONNECTIONS_PER_IP": "100000",
 }
 
 
@@ -156,7 +164,7 @@ def _wait_line(proc: subprocess.Popen[bytes], log_path: Path, pattern: re.Patter
     raise RuntimeError(f"server did not announce itself within {timeout} s: {log_path}")
 
 
-LISTENING_RELAY = re.compile(r'"http_port": (\d+), "ws_port": (\d+), "event": "relay.listening"')
+LISTENING_RELAY = re.compile(r'"http_port": (\d+), "ws_port": (\d+)')
 LISTENING_PEER = re.compile(r"LISTENING (\d+)")
 
 

@@ -38,6 +38,8 @@ DAYS = 24 * HOURS
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 """A duration: seconds, or a string with units (``"15m"``); always > 0."""
+Delay = Annotated[float, msgspec.Meta(ge=0)]
+"""A duration that may be 0 (off); written like :data:`Seconds`."""
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Count = Annotated[int, msgspec.Meta(ge=1)]
 Rate = Annotated[float, msgspec.Meta(gt=0)]
@@ -149,6 +151,8 @@ class StoreConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     path: str = "relay.db"
     dsn: Secret = Secret("")
     batch_max: Count = 256
+    # A batch waits this long for more sends and acks to share its commit.
+    commit_delay: Delay = 0.005
     synchronous: Synchronous = Synchronous.FULL
     busy_timeout: Seconds = 5 * SECONDS  # SQLite: wait this long for another process's lock
 
@@ -313,7 +317,7 @@ def _durations(raw: dict[str, dict[str, Any]]) -> None:
     for section, cls in sections().items():
         hints = typing.get_type_hints(cls, include_extras=True)
         for key, value in raw.get(section, {}).items():
-            if hints.get(key) == Seconds and isinstance(value, str):
+            if hints.get(key) in (Seconds, Delay) and isinstance(value, str):
                 # A bad one is left as a string: the conversion names the key.
                 with contextlib.suppress(ValueError):
                     raw[section][key] = parse_duration(value)

@@ -17,6 +17,8 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from relay.app import Bound, open_services, serve_services
 from relay.config import Config, load_config
@@ -62,6 +64,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             for mark in item.own_markers
         ]
 PASSWORD = "correct horse battery"
+
+# Property tests: a few seconds in the normal suite; `--hypothesis-profile=fuzz`
+# for a long run. No deadline: the machine may be busy, and speed is not what
+# they check. Failing examples are kept under .pytest_cache (git-ignored).
+_EXAMPLES = DirectoryBasedExampleDatabase(Path(__file__).parent.parent / ".pytest_cache/hypothesis")
+settings.register_profile("relay", max_examples=50, deadline=None, database=_EXAMPLES)
+settings.register_profile("fuzz", max_examples=2_000, deadline=None, database=_EXAMPLES)
+settings.load_profile("relay")
 
 
 class WallClock:

@@ -18,6 +18,7 @@ from ._account_routes import register_account_routes
 from ._auth_routes import register_auth_routes
 from ._errors import ApiError, api_error, error_response, json_response
 from ._keys_routes import register_keys_routes
+from ._openapi import register_openapi_route
 
 _CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID"
 _CORS_EXPOSE_HEADERS = "X-Request-ID, Retry-After"
@@ -37,6 +38,7 @@ def create_app(services: Services) -> Quart:
     register_auth_routes(app, services)
     register_account_routes(app, services)
     register_keys_routes(app, services)
+    register_openapi_route(app, services)
     return app
 
 

@@ -46,6 +46,20 @@ REPLAY_PAGE = 256
 WRITE_BATCH = 64  # frames per socket write, at most
 
 
+class FrameCounters:
+    """The frame counters' labelled children, looked up once, not per frame."""
+
+    __slots__ = ("by_type", "control_out", "message_out")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.by_type = {
+            kind: metrics.ws_frames_in.labels(kind)
+            for kind in ("send", "ack", "refresh", "auth", "invalid")
+        }
+        self.message_out = metrics.ws_frames_out.labels("message")
+        self.control_out = metrics.ws_frames_out.labels("control")
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionContext:
     """What every connection of one server shares."""
@@ -60,6 +74,7 @@ class ConnectionContext:
     log: Logger
     clock: Callable[[], float]  # monotonic (Trio's): timers, rates
     wall_clock: Callable[[], float]  # Unix time: only to read token expiry
+    counters: FrameCounters
 
 
 class Connection:
@@ -174,7 +189,7 @@ class Connection:
 
     async def _read_loop(self) -> None:
         ctx, life = self._ctx, self.life
-        frames_in = ctx.metrics.ws_frames_in
+        frames_in = ctx.counters.by_type
         while True:
             try:
                 data = await self.ws.get_message()
@@ -187,22 +202,22 @@ class Connection:
             try:
                 frame = decode_frame(data)
             except FrameError as exc:
-                frames_in.labels("invalid").inc()
+                frames_in["invalid"].inc()
                 self._refuse(exc.code, exc.message, exc.ref)
                 continue
             if isinstance(frame, SendFrame):
-                frames_in.labels("send").inc()
+                frames_in["send"].inc()
                 await self._on_send(frame)
             elif isinstance(frame, AckFrame):
-                frames_in.labels("ack").inc()
+                frames_in["ack"].inc()
                 life.reader_waiting = True
                 await ctx.pipeline.submit_ack(self.device_id, frame.ids)
                 life.reader_waiting = False
             elif isinstance(frame, RefreshFrame):
-                frames_in.labels("refresh").inc()
+                frames_in["refresh"].inc()
                 await self._on_refresh(frame.token)
             elif isinstance(frame, AuthFrame):
-                frames_in.labels("auth").inc()
+                frames_in["auth"].inc()
                 self._refuse("already_authenticated", "this connection is authenticated")
 
     async def _on_send(self, frame: SendFrame) -> None:
@@ -289,9 +304,9 @@ class Connection:
                 out.append(item.data)
         if out:
             await send_frames(self.ws, out)
-            sent = self._ctx.metrics.ws_frames_out
-            sent.labels("message").inc(messages)
-            sent.labels("control").inc(len(out) - messages)
+            counters = self._ctx.counters
+            counters.message_out.inc(messages)
+            counters.control_out.inc(len(out) - messages)
 
     async def _replay(self, after: int) -> int:
         """Send every stored unacked message past seq *after*, in order; the last seq sent.
@@ -311,7 +326,7 @@ class Connection:
                 await send_frames(self.ws, [_frame(queued) for queued in chunk])
                 last = chunk[-1].seq
                 self._sent_seq = max(self._sent_seq, last)
-                self._ctx.metrics.ws_frames_out.labels("message").inc(len(chunk))
+                self._ctx.counters.message_out.inc(len(chunk))
                 missed |= await self._send_waiting_controls(last)
             if len(page) < REPLAY_PAGE and not missed:
                 return last
@@ -327,7 +342,7 @@ class Connection:
                 control.append(item.frame if isinstance(item, Control) else item.data)
         if control:
             await send_frames(self.ws, control)
-            self._ctx.metrics.ws_frames_out.labels("control").inc(len(control))
+            self._ctx.counters.control_out.inc(len(control))
         return missed
 
 

@@ -68,6 +68,7 @@ class DeliveryPipeline:
         self._ttl = queue.ttl
         self._limits = QueueLimits(queue.max_per_device, queue.max_per_sender)
         self._batch_max = store_config.batch_max
+        self._delay = store_config.commit_delay
         self._store = store
         self._bus = bus
         self._metrics = metrics
@@ -100,6 +101,10 @@ class DeliveryPipeline:
         task_status.started()
         async with self._receive:
             async for first in self._receive:
+                if self._delay and self.depth() < self._batch_max:
+                    # Group commit by time too: let a moment's sends and acks
+                    # share the commit (a commit costs far more than a row).
+                    await trio.sleep(self._delay)
                 batch: list[SendRequest | _Ack] = [first]
                 while len(batch) < self._batch_max:
                     try:

@@ -17,6 +17,7 @@ pipeline still holds → return.
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -39,7 +40,7 @@ from ..net import (
 )
 from ..services import Services
 from ..store import StoreUnavailable
-from ._connection import Connection, ConnectionContext
+from ._connection import Connection, ConnectionContext, FrameCounters
 from ._frames import AuthFrame, FrameError, decode_frame
 from ._gate import HandshakeGate, Refusal
 from ._heartbeats import Heartbeats
@@ -49,6 +50,7 @@ from ._pipeline import DeliveryPipeline
 from ._registry import ConnectionRegistry
 
 SHUTTING_DOWN = Close(1001, "server shutting down")
+USERNAME_CACHE = 100_000  # user ids whose username is remembered
 
 _TICKET: ContextVar[Ticket] = ContextVar("ws_ticket")
 """The accept-time ticket of the connection this task serves (same task as the handler)."""
@@ -86,6 +88,7 @@ class WsServer:
             lambda: max(self.registry.queue_depths(), default=0)
         )
         self.heartbeats = Heartbeats()
+        self._usernames: OrderedDict[str, str] = OrderedDict()
         self._ctx = ConnectionContext(
             config=config,
             store=services.store,
@@ -97,6 +100,7 @@ class WsServer:
             log=services.log,
             clock=services.clock,
             wall_clock=services.wall_clock,
+            counters=FrameCounters(services.metrics),
         )
 
     async def serve(
@@ -265,9 +269,25 @@ class WsServer:
         await close_and_release(ws, 4001, "authentication required")
         return None
 
+    async def _username(self, user_id: str) -> str | None:
+        """The user's name, remembered: usernames never change, so a store read
+        per handshake buys nothing. A deleted account's sessions are revoked, so
+        its tokens never get this far; the store is asked on a miss."""
+        name = self._usernames.get(user_id)
+        if name is None:
+            user = await self._services.store.get_user(user_id)
+            if user is None:
+                return None
+            name = self._usernames[user_id] = user.username
+            if len(self._usernames) > USERNAME_CACHE:
+                self._usernames.popitem(last=False)
+        else:
+            self._usernames.move_to_end(user_id)
+        return name
+
     async def _serve(self, ws: WebSocketConnection, claims: AccessClaims, ip: str) -> None:
-        user = await self._services.store.get_user(claims.user_id)
-        if user is None:  # deleted since the token was issued
+        username = await self._username(claims.user_id)
+        if username is None:  # deleted since the token was issued
             await close_and_release(ws, 4003, "account gone")
             return
         self._metrics.ws_handshakes.labels("accepted").inc()
@@ -275,7 +295,7 @@ class WsServer:
             user_id=claims.user_id, device_id=claims.device_id, session_id=claims.session_id
         )
         self._log.info("ws.connected", ip=ip)
-        conn = Connection(ws, claims, user.username, self._ctx)
+        conn = Connection(ws, claims, username, self._ctx)
         bus = self._services.bus
         self.registry.add(conn)
         try:

@@ -32,6 +32,10 @@ async def test_online_delivery_with_accepted_and_ack(relay: Relay, pair: Any) ->
         assert message["body"] == {"ct": "AAAA", "n": 1}
         assert isinstance(message["sent_at"], float)
         await b.send(type="ack", id=message_id)
+        # Acks are stored in order with sends: once this send is answered (bob has
+        # no other device: no_devices), the ack before it is committed too.
+        await b.send(type="send", id="sync", to="bob", body=1)
+        assert (await b.expect("error"))["code"] == "no_devices"
     async with connect(relay, bob["access_token"]) as b:
         await b.expect("ready")
         async with connect(relay, alice["access_token"]) as a:

@@ -13,7 +13,7 @@ from relay.crypto import AccessClaims
 from relay.limits import MemoryLimits, policies
 from relay.obs import Metrics, get_logger
 from relay.ws import Connection
-from relay.ws._connection import ConnectionContext
+from relay.ws._connection import ConnectionContext, FrameCounters
 from relay.ws._heartbeats import Heartbeats
 
 NOW = 1_800_000_000.0
@@ -69,6 +69,7 @@ def connection(ws: FakeSocket, metrics: Metrics) -> Connection:
         log=get_logger("test"),
         clock=trio.current_time,
         wall_clock=lambda: NOW,
+        counters=FrameCounters(metrics),
     )
     claims = AccessClaims("u1", "d1", "s1", "j1", NOW, NOW + 900)
     return Connection(ws, claims, "alice", ctx)  # type: ignore[arg-type]
