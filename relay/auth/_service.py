@@ -50,7 +50,8 @@ class Grant:
 
 def normalise_username(username: str) -> str:
     """Case-fold; raise InvalidInput unless 3-32 chars of a-z 0-9 _ . -"""
-    folded = username.lower()
+    # ASCII first: lower() folds some other letters into a-z (the Kelvin sign into k).
+    folded = username.lower() if username.isascii() else ""
     if not USERNAME.fullmatch(folded):
         raise InvalidInput(
             "invalid_username", "username must be 3-32 characters of a-z 0-9 _ . -"
@@ -169,7 +170,7 @@ class AuthService:
         """Check the credentials under the IP limit and the lockouts (see _login_guard)."""
         if len(password) > MAX_PASSWORD_CHARS:
             raise InvalidInput("invalid_password", "password is too long")
-        name = username.lower()
+        name = username.lower() if username.isascii() else ""
         wait = await self._limits.take(names.LOGIN, ip)
         if wait is not None:
             self._metrics.ratelimit_hits.labels("login").inc()

@@ -7,7 +7,7 @@ import trio
 from quart import Quart, g, request
 from quart_trio import QuartTrio
 from quart_trio.wrappers.response import TrioResponse as Response
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..auth import origin_allowed
 from ..errors import Refused
@@ -28,7 +28,7 @@ _UNREAD_BODY = frozenset({408, 413})  # statuses answered before the body was re
 
 def create_app(services: Services) -> Quart:
     """The HTTP API over *services*; no global state, one app per Services."""
-    app = QuartTrio("relay")
+    app = QuartTrio("relay", static_folder=None)  # no file serving, no /static route
     app.config["MAX_CONTENT_LENGTH"] = services.config.http.max_body_bytes
     app.config["BODY_TIMEOUT"] = services.config.http.request_timeout  # then 408, closed
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
@@ -91,6 +91,8 @@ def _install_error_handlers(app: Quart, services: Services) -> None:
             413: "body_too_large",
         }.get(status, "http_error")
         response = error_response(ApiError(status, code, error.description or error.name))
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))  # RFC 9110
         if status in _UNREAD_BODY:
             # The body was never read to its end, so the next request on this
             # connection cannot be parsed: say so, and let the server close it.

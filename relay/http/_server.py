@@ -47,6 +47,23 @@ _REFUSALS = {
 }
 
 
+class _TCPServer(TCPServer):
+    """Hypercorn's per-connection server, minus one wait.
+
+    When the client hangs up, Hypercorn's reader ends but the connection's
+    keep-alive timer task keeps its task group (and the socket, in
+    CLOSE-WAIT) alive for the rest of ``keep_alive_timeout``: short-lived
+    clients would pile their sockets up against the per-IP cap. Nothing more
+    can arrive, so the timer is stopped as soon as reading ends.
+    """
+
+    async def _read_data(self) -> None:
+        try:
+            await super()._read_data()
+        finally:
+            await self.idle_task.stop()
+
+
 def hypercorn_config(services: Services) -> HyperConfig:
     http = services.config.http
     hyper = HyperConfig()
@@ -169,7 +186,7 @@ async def serve_app(
         )
 
     async def handle(stream: trio.SocketStream, ticket: Ticket) -> None:
-        await TCPServer(app, hyper, context, ConnectionState({}), stream)  # type: ignore[arg-type]
+        await _TCPServer(app, hyper, context, ConnectionState({}), stream)  # type: ignore[arg-type]
 
     lifespan = Lifespan(app, hyper, {})
     async with trio.open_nursery() as lifespan_nursery:

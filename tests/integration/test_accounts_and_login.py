@@ -156,3 +156,13 @@ async def test_lockout_of_one_user_leaves_others_alone(client: httpx.AsyncClient
     for _ in range(5):
         await client.post("/api/login", json={"username": "alice", "password": "wrong-pass"})
     assert (await login(client, "bob"))["access_token"]
+
+
+async def test_a_username_outside_ascii_is_refused_even_if_it_folds_into_it(
+    client: httpx.AsyncClient,
+) -> None:
+    """The Kelvin sign lower-cases to k: still not one of a-z 0-9 _ . -, so 400."""
+    response = await client.post(
+        "/api/accounts", json={"username": "\u212aelvin", "password": "long enough pw"}
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_username"

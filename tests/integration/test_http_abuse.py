@@ -164,3 +164,15 @@ async def test_a_registration_flood_leaves_logins_served(relay_with: RelayFactor
             nursery.start_soon(bot, i)
         with trio.fail_after(10):
             assert (await login(http, "alice"))["access_token"]
+
+
+async def test_405_names_the_allowed_methods(client: httpx.AsyncClient) -> None:
+    """A wrong method is 405 with the Allow header RFC 9110 asks for."""
+    response = await client.get("/api/login")
+    assert response.status_code == 405
+    assert "POST" in response.headers["Allow"].split(", ")
+
+
+async def test_there_is_no_static_route(client: httpx.AsyncClient) -> None:
+    """No file serving: /static/... is an unknown route like any other."""
+    assert (await client.get("/static/x")).json()["error"] == "not_found"
