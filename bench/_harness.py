@@ -326,3 +326,112 @@ def median(values: list[float]) -> float | None:
 
 def command_line() -> list[str]:
     return [Path(sys.executable).name, *sys.argv]
+
+
+# --- the Node load generator (bench/gen) -------------------------------------------
+
+GEN = BENCH / "gen" / "gen.js"
+
+
+def gen_command(mode: str, server: Server, *args: str, cpus: str = str(CLIENT_CORE),
+                server_pid: bool = True) -> list[str]:
+    """``taskset -c <cpus> node bench/gen/gen.js MODE`` against *server* (relay or a peer)."""
+    # relay: accounts over its HTTP API; a peer (echo or not): names, no auth.
+    target = ["--http", server.http_url] if server.kind == "relay" else ["--peer"]
+    cmd = ["taskset", "-c", cpus, shutil.which("node") or "node", str(GEN), mode,
+           "--ws", server.ws_url, *target, "--json", "-", "--quiet"]
+    if server_pid:
+        cmd += ["--server-pid", str(server.pid)]
+    return [*cmd, *args]
+
+
+class GenError(RuntimeError):
+    """bench/gen failed; the message ends with its stderr."""
+
+
+def run_gen(cmd: list[str], timeout: float) -> dict[str, Any]:
+    """Run one bench/gen command; its JSON report (with the command line in ``bench_command``)."""
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    if proc.returncode != 0:
+        raise GenError(f"gen exited {proc.returncode}: {proc.stderr[-1500:]}")
+    report: dict[str, Any] = json.loads(proc.stdout)
+    report["bench_command"] = cmd
+    return report
+
+
+# --- what else runs on the machine -------------------------------------------------
+
+ProcTable = dict[int, tuple[str, int, float]]
+
+
+def process_table() -> ProcTable:
+    """pid -> (command name, parent pid, CPU seconds), for every readable process."""
+    out: ProcTable = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(entry.name)] = (name, int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
+def descendants(table: ProcTable, roots: set[int]) -> set[int]:
+    """*roots* and every process below them in *table*."""
+    mine = set(roots)
+    grew = True
+    while grew:
+        grew = False
+        for pid, (_, ppid, _) in table.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                grew = True
+    return mine
+
+
+def others_cpu(before: ProcTable, after: ProcTable, wall: float,
+               ours: set[int] | None = None) -> dict[str, Any]:
+    """CPU that processes outside this one's tree (and *ours*) used between two tables."""
+    roots = {os.getpid(), *(ours or set())}
+    mine = descendants(after, roots) | descendants(before, roots)
+    used: dict[str, float] = {}
+    for pid, (name, _, cpu) in after.items():
+        if pid in mine:
+            continue
+        delta = cpu - (before[pid][2] if pid in before else 0.0)
+        if delta > 0.05:
+            used[f"{name}[{pid}]"] = round(delta, 2)
+    total = sum(used.values())
+    return {"cpu_s": round(total, 2), "cores": round(total / wall, 3) if wall else None,
+            "top": dict(sorted(used.items(), key=lambda kv: -kv[1])[:6])}
+
+
+def load_snapshot() -> dict[str, Any]:
+    """What the machine is doing now: uptime, load, CPU pressure, the busiest processes."""
+    ps = _run(["ps", "-eo", "pid,psr,pcpu,etime,args", "--sort=-pcpu"])
+    pressure = Path("/proc/pressure/cpu")
+    return {
+        "at": now_utc(),
+        "uptime": _run(["uptime"]),
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "cpu_pressure": pressure.read_text().splitlines()[0] if pressure.exists() else None,
+        "busy_share_1s": round(machine_busy(1.0), 3),
+        "ps_top": [line[:160] for line in (ps or "").splitlines()[:12]],
+    }
+
+
+def machine_busy(seconds: float) -> float:
+    """The share of all cores busy over the next *seconds* (from /proc/stat)."""
+    def read() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+        return sum(fields) - fields[3] - fields[4], sum(fields)
+
+    busy0, total0 = read()
+    time.sleep(seconds)
+    busy1, total1 = read()
+    return (busy1 - busy0) / max(1, total1 - total0)
