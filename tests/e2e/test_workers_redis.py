@@ -38,10 +38,11 @@ def grant(http: str, name: str) -> dict[str, Any]:
 
 
 async def test_two_workers_deliver_to_devices_on_either_and_close_on_logout(
-    spawn: Any, relay_env: dict[str, str], redis_url: str, redis_prefix: str
+    redis_url: str, redis_prefix: str, spawn: Any, relay_env: dict[str, str]
 ) -> None:
     """Alice's message reaches all 12 of Bob's devices across both workers; Bob's
     logout-everywhere closes every one of them with 4003, whichever worker holds it."""
+    # (redis_prefix before spawn: the workers are stopped before the prefix is cleaned.)
     http_port, ws_port = free_port(), free_port()
     env = secret_env(relay_env) | {
         "RELAY_HTTP_PORT": str(http_port),
