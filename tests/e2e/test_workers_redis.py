@@ -56,9 +56,24 @@ async def test_two_workers_deliver_to_devices_on_either_and_close_on_logout(
         "RELAY_LIMITS_PREFIX": redis_prefix,
     }
     child = spawn(["serve", "--workers", "2"], env)
+    try:
+        await exchange(child, f"http://127.0.0.1:{http_port}", f"ws://127.0.0.1:{ws_port}/ws")
+        lines = list(child.seen)
+        while not child.lines.empty():
+            lines.append(child.lines.get_nowait())
+        workers = {json.loads(line).get("worker") for line in lines if '"ws.connected"' in line}
+        assert workers == {0, 1}  # the sockets really were spread over both workers
+        assert child.signal(signal.SIGTERM) == 0
+    finally:
+        # SIGTERM, not the fixture's SIGKILL: the supervisor then stops its workers too.
+        if child.proc.poll() is None:
+            child.signal(signal.SIGTERM)
+
+
+async def exchange(child: Any, http: str, ws: str) -> None:
+    """Both workers up; Alice sends to Bob's devices; Bob logs out everywhere."""
     workers = {child.wait_for_event("relay.listening")["worker"] for _ in range(2)}
     assert workers == {0, 1}
-    http, ws = f"http://127.0.0.1:{http_port}", f"ws://127.0.0.1:{ws_port}/ws"
     for name in ("alice", "bob"):
         created = httpx.post(f"{http}/api/accounts", json={"username": name, "password": PASSWORD})
         assert created.status_code == 201, created.text
@@ -87,9 +102,3 @@ async def test_two_workers_deliver_to_devices_on_either_and_close_on_logout(
         for device in sockets:
             assert await device.closed_with(timeout=2) == 4003
         nursery.cancel_scope.cancel()
-    lines = list(child.seen)
-    while not child.lines.empty():
-        lines.append(child.lines.get_nowait())
-    connected = {json.loads(line).get("worker") for line in lines if '"ws.connected"' in line}
-    assert connected == {0, 1}  # the sockets really were spread over both workers
-    assert child.signal(signal.SIGTERM) == 0
