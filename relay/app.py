@@ -11,14 +11,14 @@ from dataclasses import dataclass
 import trio
 
 from .auth import AccountService, AuthService, LoginGuard
-from .bus import Bus, LocalBus
+from .bus import Bus, LocalBus, open_redis_bus
 from .config import Config
 from .crypto import PasswordHasher, TokenService
 from .http import serve_admin, serve_http
 from .keys import KeyService
-from .limits import Limits, MemoryLimits, policies
+from .limits import Limits, MemoryLimits, RedisLimits, open_redis_limits, policies
 from .net import ConnectionSlots
-from .obs import Metrics, get_logger
+from .obs import Logger, Metrics, get_logger
 from .services import Services
 from .store import Store, open_postgres_store, open_sqlite_store
 from .ws import WsServer
@@ -51,14 +51,48 @@ def socket_budget(config: Config) -> int:
     return max(64, soft - DESCRIPTOR_RESERVE)
 
 
-def make_limits(config: Config, clock: Callable[[], float]) -> Limits:
-    """The Limits adapter chosen in ``[limits] backend``."""
-    return MemoryLimits(policies(config), clock=clock)
+@asynccontextmanager
+async def open_limits(
+    config: Config, clock: Callable[[], float], log: Logger, store: Store
+) -> AsyncIterator[Limits]:
+    """The Limits adapter chosen in ``[limits] backend``, open until exit.
+
+    On Redis, the adapter watches Redis from a task of its own, and answers
+    ``is_revoked`` from *store* while Redis is unreachable.
+    """
+    if config.limits.backend == "redis":
+
+        async def revoked_in_store(session_id: str) -> bool:
+            session = await store.get_session(session_id)
+            return session is None or session.revoked_at is not None
+
+        async with open_redis_limits(
+            config.limits.url,
+            policies(config),
+            prefix=config.limits.prefix,
+            log=log,
+            local_clock=clock,
+            revoked_in_store=revoked_in_store,
+        ) as limits:
+            yield limits
+        return
+    yield MemoryLimits(policies(config), clock=clock)
 
 
-def make_bus(config: Config) -> Bus:
-    """The Bus adapter chosen in ``[bus] backend``."""
-    return LocalBus()
+@asynccontextmanager
+async def open_bus(config: Config, clock: Callable[[], float], log: Logger) -> AsyncIterator[Bus]:
+    """The Bus adapter chosen in ``[bus] backend``, open until exit (its tasks with it)."""
+    if config.bus.backend == "redis":
+        async with open_redis_bus(
+            config.bus.url,
+            prefix=config.bus.prefix,
+            presence_ttl=config.bus.presence_ttl,
+            log=log,
+            clock=clock,
+        ) as bus:
+            yield bus
+        return
+    yield LocalBus()
 
 
 @asynccontextmanager
@@ -92,19 +126,23 @@ async def open_services(
         raise ValueError("auth.jwt_secret is empty")
     log = get_logger("relay")
     metrics = Metrics()
-    async with open_store(config) as store:
-        limits = make_limits(config, limits_clock)
+    async with (
+        open_store(config) as store,
+        open_limits(config, limits_clock, log, store) as limits,
+        open_bus(config, limits_clock, log) as bus,
+    ):
         hasher = PasswordHasher(
             opslimit=config.auth.argon2_opslimit,
             memlimit=config.auth.argon2_memlimit,
             concurrency=config.auth.hash_concurrency,
         )
         tokens = TokenService(config.auth.jwt_secret, config.auth.access_token_ttl, wall_clock)
-        bus = make_bus(config)
         auth = AuthService(
             config.auth, store, limits, bus, hasher, tokens, metrics, log, wall_clock, limits_clock
         )
         await auth.restore_revocations()
+        if isinstance(limits, RedisLimits):  # Redis came back empty: write them again
+            limits.restore_with(auth.restore_revocations)
         accounts = AccountService(
             config.auth, store, hasher, LoginGuard(limits), auth.revoker, log, wall_clock
         )

@@ -55,6 +55,7 @@ ALIASES: Mapping[str, tuple[str, str]] = {
 MIN_JWT_SECRET_BYTES = 32
 _SECRET_KEYS = frozenset({"jwt_secret", "dsn", "url", "token"})
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class ConfigError(ValueError):
@@ -165,13 +166,16 @@ class StoreConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 class BusConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    backend: Literal["local"] = "local"
-    url: Secret = Secret("")
+    backend: Literal["local", "redis"] = "local"
+    url: Secret = Secret("")  # redis: redis://[:password@]host:6379/0 (or rediss://, unix://)
+    prefix: str = "relay:"  # every key and channel the bus uses starts with it
+    presence_ttl: Seconds = 30 * SECONDS  # a device's route outlives a dead process this long
 
 
 class LimitsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    backend: Literal["memory"] = "memory"
-    url: Secret = Secret("")
+    backend: Literal["memory", "redis"] = "memory"
+    url: Secret = Secret("")  # redis: as for [bus]; may be the same server
+    prefix: str = "relay:"  # every key the limits use starts with it
 
 
 class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -402,6 +406,19 @@ def _check(config: Config) -> None:
         )
     if admin.token and len(admin.token.encode()) < MIN_JWT_SECRET_BYTES:
         raise ConfigError(f"admin.token: must be at least {MIN_JWT_SECRET_BYTES} bytes")
+    for section, url in (("bus", config.bus.url), ("limits", config.limits.url)):
+        backend = getattr(config, section).backend
+        if backend == "redis" and not url:
+            raise ConfigError(
+                f'{section}.url (RELAY_{section.upper()}_URL): required when {section}.backend '
+                'is "redis", e.g. redis://127.0.0.1:6379/0'
+            )
+        if url and not url.startswith(_REDIS_SCHEMES):
+            # The URL may carry a password: name the key, never the value.
+            raise ConfigError(
+                f"{section}.url (RELAY_{section.upper()}_URL): must start with "
+                f"{', '.join(_REDIS_SCHEMES)}"
+            )
     for origin in config.ws.allowed_origins:
         if origin == "*":
             raise ConfigError("ws.allowed_origins (WS_ALLOWED_ORIGINS): a wildcard is not allowed")

@@ -262,3 +262,101 @@ def closes(relay: Relay, code: str) -> float:
 
 def bearer(grant: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {grant['access_token']}"}
+
+
+# -- Redis (the shared bus and limits) ------------------------------------------
+
+REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+"""The Redis the shared-adapter tests use; each test keeps to keys under its own prefix."""
+
+
+def _redis_reachable(url: str = REDIS_URL) -> str | None:
+    """None if a Redis answers PING at *url*, else why not (a skip reason)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 1) as s:
+            s.settimeout(1)
+            s.sendall(b"PING\r\n")
+            reply = s.recv(64)
+    except OSError as exc:
+        return f"no Redis at {parts.hostname}:{parts.port} ({exc.strerror or exc})"
+    if not reply.startswith(b"+PONG"):
+        return f"{parts.hostname}:{parts.port} did not answer PING like Redis: {reply[:40]!r}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis's URL; skips the test, saying why, when none is reachable."""
+    reason = _redis_reachable()
+    if reason is not None:
+        pytest.skip(f"needs Redis: {reason}")
+    return REDIS_URL
+
+
+async def _delete_under(url: str, prefix: str) -> None:
+    from relay.limits import redis_client
+
+    async with redis_client(url) as client:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await client.delete(keys[start : start + 500])
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards.
+
+    Synchronous (its teardown runs once the test's Trio run is over), so that
+    any fixture can ask for it with ``request.getfixturevalue``.
+    """
+    import secrets
+
+    prefix = f"relaytest:{secrets.token_hex(6)}:"
+    yield prefix
+    trio.run(_delete_under, redis_url, prefix)
+
+
+@pytest.fixture
+async def hosted_relays(
+    config: Config, wall: WallClock, logs: LogCapture, nursery: trio.Nursery
+) -> AsyncIterator[RelayFactory]:
+    """``relay_with`` for services that run tasks of their own (the Redis adapters).
+
+    A nursery must be left by the task that entered it, so each relay's
+    services are opened, served and closed by one task of the test's
+    nursery; the relays shut down gracefully after the test.
+    """
+    hosted: list[tuple[Relay, trio.Event]] = []
+    clients: list[httpx.AsyncClient] = []
+
+    async def start(**changes: Any) -> tuple[Relay, httpx.AsyncClient]:
+        closed = trio.Event()
+
+        async def host(task_status: trio.TaskStatus[Relay]) -> None:
+            try:
+                async with (
+                    open_services(config.replace(**changes), wall_clock=wall) as built,
+                    trio.open_nursery() as inner,
+                ):
+                    running = await start_relay(built, inner)
+                    task_status.started(running)
+                    await running.done.wait()
+            finally:
+                closed.set()
+
+        running: Relay = await nursery.start(host)
+        hosted.append((running, closed))
+        http = httpx.AsyncClient(base_url=running.http_url, timeout=10)
+        clients.append(http)
+        return running, http
+
+    yield start
+    for http in clients:
+        await http.aclose()
+    for running, closed in hosted:
+        await running.shutdown()
+        await closed.wait()

@@ -1,4 +1,5 @@
-"""Bus port (route events to the process holding a device), its events and adapters."""
+"""Bus port (route events to the process holding a device), its events and adapters
+(in-process, and Redis pub/sub for several processes)."""
 
 from __future__ import annotations
 
@@ -10,3 +11,5 @@ from ._events import SessionRevoked as SessionRevoked
 from ._local import LocalBus as LocalBus
 from ._port import Bus as Bus
 from ._port import Sink as Sink
+from ._redis import RedisBus as RedisBus
+from ._redis import open_redis_bus as open_redis_bus

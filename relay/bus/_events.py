@@ -44,7 +44,9 @@ class PrekeysLow(msgspec.Struct, frozen=True, tag="prekeys_low"):
 class Resync(msgspec.Struct, frozen=True, tag="resync"):
     """This process may have missed events (its bus reconnected): catch up from the store.
 
-    Published by a shared bus to its own process only, never across.
+    Delivered by a shared bus to its own sink after it lost its subscription,
+    and when another process asks (it could not publish for a while); never
+    published by callers.
     """
 
 

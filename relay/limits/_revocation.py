@@ -47,3 +47,7 @@ class RevocationList:
         for sid in expired:
             del self._until[sid]
         return len(expired)
+
+    def items(self) -> list[tuple[str, float]]:
+        """Every (session id, until) held, expired ones not yet swept included."""
+        return list(self._until.items())

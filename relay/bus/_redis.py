@@ -1,0 +1,419 @@
+"""The shared Bus: Redis pub/sub between relay processes, routed by a presence map.
+
+Each process subscribes to a channel of its own (a random process id) and
+to one for everyone. A device's route — which process holds it — is a key
+with a TTL that the holding process refreshes; a publish looks its devices
+up (one ``MGET``) and sends each holding process its share, in one pipeline.
+Events for devices held here never touch Redis.
+
+Redis pub/sub keeps nothing: a process that loses its subscription misses
+what was published meanwhile. So when the subscription comes back the bus
+rewrites this process's routes, re-reads the revocations it may have
+missed (a capped stream), and delivers :class:`~relay.bus.Resync` to its
+sink: every connection reads the store again. A process that could not
+publish asks every other one to do the same once it is back. While Redis is
+down nothing here raises: local delivery goes on, and the rest heals.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import coredis
+import msgspec
+import trio
+from coredis.retry import NoRetryPolicy
+from coredis.tokens import PureToken
+
+from ..limits import REDIS_UNREACHABLE, redis_client
+from ..obs import Logger, LogSampler
+from ._events import Event, Resync, SessionRevoked
+from ._port import Sink
+from ._routing import DECODER, ENCODER, BusKeys, Envelope, Presence, narrowed, route, targets
+
+FAILED: tuple[type[BaseException], ...] = (coredis.exceptions.RedisError, *REDIS_UNREACHABLE)
+
+OUTGOING = 1024
+"""Events waiting to be published; a full queue makes publishers wait (backpressure)."""
+BATCH = 256
+"""Events published in one round trip at most."""
+RESYNC_INTERVAL = 1.0
+"""At most one Resync a second reaches the sink (each makes every connection read the store)."""
+RECONNECT_MAX = 1.0
+"""Longest pause between attempts to subscribe again (it starts at 50 ms and doubles)."""
+REVOCATIONS_KEPT = 10_000
+"""The revocation stream's length, roughly (``MAXLEN ~``)."""
+REVOCATIONS_LOOKBACK = 60.0
+"""Seconds before its start from which a process reads the revocation stream."""
+UNSENT_KEPT = 10_000
+"""Revocations that could not be published, kept to publish once Redis is back."""
+CHUNK = 1_000
+"""Routes refreshed or removed per script call (the call holds Redis for about a ms)."""
+
+_REFRESH = """
+-- Keep each route if it is ours, or take it back if nobody has it; never steal one
+-- (the device may have moved to another process). KEYS: routes; ARGV: us, TTL (ms).
+for _, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if owner == false or owner == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  end
+end
+return #KEYS
+"""
+_WITHDRAW = """
+-- Remove each route only if it is still ours. KEYS: routes; ARGV: us.
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+return #KEYS
+"""
+
+
+class RedisBus:
+    """:class:`~relay.bus.Bus` over Redis, shared by every relay process on it.
+
+    Run :meth:`run` in a nursery (:func:`open_redis_bus` does): it
+    subscribes, re-subscribes after a loss, publishes what :meth:`publish`
+    queued, refreshes and removes routes. :meth:`publish` and
+    :meth:`announce` never raise for Redis's sake; :meth:`ping` does.
+    """
+
+    def __init__(
+        self,
+        client: coredis.Redis[str],
+        *,
+        prefix: str,
+        presence_ttl: float,
+        log: Logger,
+        clock: Callable[[], float] = trio.current_time,
+        process_id: str | None = None,
+    ) -> None:
+        self.process_id = process_id or secrets.token_hex(8)
+        self._client = client
+        self._keys = BusKeys(prefix)
+        self._channel = self._keys.process(self.process_id)
+        self._ttl_ms = max(1, round(presence_ttl * 1000))
+        self._refresh_every = presence_ttl / 3
+        self._log = log
+        self._clock = clock
+        self._sampler = LogSampler(clock)
+        self._sink: Sink | None = None
+        self._presence = Presence()
+        self._send, self._outgoing = trio.open_memory_channel[tuple[Event, tuple[str, ...]]](
+            OUTGOING
+        )
+        self._withdrawn = trio.Event()
+        self._resync_wanted = trio.Event()
+        self._subscription: trio.CancelScope | None = None
+        self._connected = False
+        self._down_since: float | None = None
+        self._unsent: deque[SessionRevoked] = deque(maxlen=UNSENT_KEPT)
+        self._missed_pushes = False  # a publish failed: the others must read the store too
+        # The revocation stream is read from here on every (re)subscription. Its
+        # ids are Redis's wall clock in ms; starting a minute before this process
+        # did covers a Redis that was unreachable at start, and any clock skew
+        # (a revocation delivered twice, or for nobody here, does nothing).
+        self._revocations_seen = f"{int((time.time() - REVOCATIONS_LOOKBACK) * 1000)}-0"
+        self._refresh = client.register_script(_REFRESH)
+        self._withdraw = client.register_script(_WITHDRAW)
+
+    @property
+    def connected(self) -> bool:
+        """True while subscribed (events from other processes can arrive)."""
+        return self._connected
+
+    def attach(self, sink: Sink | None) -> None:
+        self._sink = sink
+
+    # -- the port -------------------------------------------------------
+    async def publish(self, event: Event) -> None:
+        """Deliver *event* here at once; queue what other processes must get.
+
+        Waits only if :data:`OUTGOING` events are already queued. Never
+        raises for Redis: what cannot be published is made up for by a
+        Resync (messages) or published later (revocations).
+        """
+        self._deliver(event)
+        if isinstance(event, Resync):
+            return
+        remote = tuple(d for d in targets(event) if d not in self._presence)
+        if remote or isinstance(event, SessionRevoked):
+            await self._send.send((event, remote))
+
+    async def announce(self, device_id: str) -> None:
+        """Route *device_id*'s events here from now on (written before returning).
+
+        If Redis cannot be reached the route is written when it can (with a
+        Resync for what was missed), and this returns at once.
+        """
+        self._presence.add(device_id)
+        if not self._connected:
+            return
+        try:
+            await self._claim(device_id)
+        except FAILED as exc:
+            self._lost(exc)
+
+    def withdraw(self, device_id: str) -> None:
+        """One connection of *device_id* fewer here; the route goes with the last (batched)."""
+        if self._presence.remove(device_id):
+            self._withdrawn.set()
+
+    async def ping(self) -> None:
+        """Return if subscribed and Redis answers; raise otherwise (readiness)."""
+        if not self._connected:
+            raise ConnectionError("the bus is not subscribed to Redis")
+        await self._client.ping()
+
+    # -- the tasks ------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Subscribe and serve for ever (until cancelled).
+
+        Supports ``nursery.start()``: started once the first subscription is
+        up, or has failed (the bus then starts down and heals by itself).
+        """
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._publish_forever)
+            nursery.start_soon(self._refresh_forever)
+            nursery.start_soon(self._withdraw_forever)
+            nursery.start_soon(self._resync_forever)
+            await nursery.start(self._subscribe_forever)
+            task_status.started()
+
+    async def _subscribe_forever(self, *, task_status: trio.TaskStatus[None]) -> None:
+        pause, started = 0.05, False
+        while True:
+            with trio.CancelScope() as self._subscription:
+                try:
+                    async with self._client.pubsub(
+                        channels=[self._channel, self._keys.everyone],
+                        ignore_subscribe_messages=True,
+                        retry_policy=NoRetryPolicy(),
+                    ) as pubsub:
+                        self._connected = True  # from now on announce writes its route
+                        await self._subscribed()
+                        pause = 0.05
+                        if not started:
+                            started = True
+                            task_status.started()
+                        async for message in pubsub:
+                            self._received(str(message["channel"]), message["data"])
+                except* FAILED as group:
+                    self._lost(_first(group))
+                except* anyio.ClosedResourceError:
+                    # coredis 6.9: cancelled together with its connection pool (at
+                    # shutdown), the subscription's cleanup writes to the closed
+                    # connection and raises this; the cancellation goes on.
+                    pass
+            self._connected = False
+            self._subscription = None
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep(pause)
+            pause = min(2 * pause, RECONNECT_MAX)
+
+    async def _subscribed(self) -> None:
+        """Subscribed (again): routes back, missed revocations, then everyone reads the store.
+
+        Runs with :attr:`connected` already true, so that a device announced
+        meanwhile writes its own route (the rewrite below is of a snapshot).
+        """
+        await self._keep_routes(self._presence.devices())
+        await self._read_missed_revocations()
+        unsent = list(self._unsent)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for event in unsent:
+                self._queue_revocation(pipe, event)
+            if self._missed_pushes:  # what this process could not push: everyone reads
+                pipe.publish(self._keys.everyone, self._encode(Resync()))
+        for _ in unsent:
+            self._unsent.popleft()
+        self._missed_pushes = False
+        if self._down_since is not None:
+            down_for = self._clock() - self._down_since
+            self._log.warning("bus.redis_recovered", down_for=round(down_for, 3))
+            self._down_since = None
+        self._resync_wanted.set()
+
+    async def _read_missed_revocations(self) -> None:
+        """Deliver the revocations published since this process last read the stream."""
+        while True:
+            entries = await self._client.xrange(
+                self._keys.revocations, start=f"({self._revocations_seen}", count=1000
+            )
+            for entry in entries:
+                self._received(self._keys.everyone, entry.field_values.get("e", ""))
+                self._revocations_seen = str(entry.identifier)
+            if len(entries) < 1000:
+                return
+
+    def _received(self, channel: str, data: Any) -> None:
+        try:
+            envelope = DECODER.decode(data)
+        except msgspec.DecodeError:  # not from a relay of this version: ignore it
+            self._log.error("bus.bad_message", channel=channel)
+            return
+        if envelope.origin == self.process_id and channel == self._keys.everyone:
+            return  # our own broadcast: delivered here when it was published
+        if isinstance(envelope.event, Resync):
+            self._resync_wanted.set()
+        else:
+            self._deliver(envelope.event)
+
+    async def _publish_forever(self) -> None:
+        async for first in self._outgoing:
+            batch = [first]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self._outgoing.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            if not self._connected:
+                self._missed(batch)
+                continue
+            try:
+                await self._publish_batch(batch)
+            except FAILED as exc:
+                self._missed(batch)
+                self._lost(exc)
+
+    async def _publish_batch(self, batch: list[tuple[Event, tuple[str, ...]]]) -> None:
+        """One MGET for every device in *batch*, then one pipeline of publishes."""
+        devices = list(dict.fromkeys(d for _, remote in batch for d in remote))
+        owners: dict[str, str | None] = {}
+        if devices:
+            found = await self._client.mget([self._keys.presence(d) for d in devices])
+            owners = dict(zip(devices, found, strict=True))
+        async with self._client.pipeline(transaction=False) as pipe:
+            for event, remote in batch:
+                if isinstance(event, SessionRevoked):
+                    self._queue_revocation(pipe, event)
+                    continue
+                for owner, share in route(remote, owners, self.process_id).items():
+                    pipe.publish(self._keys.process(owner), self._encode(narrowed(event, share)))
+
+    def _queue_revocation(self, pipe: Any, event: SessionRevoked) -> None:
+        payload = self._encode(event)
+        pipe.xadd(
+            self._keys.revocations,
+            {"e": payload},
+            trim_strategy=PureToken.MAXLEN,
+            threshold=REVOCATIONS_KEPT,
+            trim_operator=PureToken.APPROXIMATELY,
+        )
+        pipe.publish(self._keys.everyone, payload)
+
+    async def _refresh_forever(self) -> None:
+        """Every third of the TTL, keep every route of this process alive."""
+        while True:
+            await trio.sleep(self._refresh_every)
+            if not self._connected:
+                continue
+            try:
+                await self._keep_routes(self._presence.devices())
+            except FAILED as exc:
+                self._lost(exc)
+
+    async def _keep_routes(self, devices: list[str]) -> None:
+        """Write (or extend) the routes of *devices* to here, unless another process has one."""
+        for start in range(0, len(devices), CHUNK):
+            routes = [self._keys.presence(d) for d in devices[start : start + CHUNK]]
+            await self._refresh(keys=routes, args=[self.process_id, str(self._ttl_ms)])
+
+    async def _withdraw_forever(self) -> None:
+        """Remove the routes of devices no longer held here, in batches."""
+        while True:
+            await self._withdrawn.wait()
+            self._withdrawn = trio.Event()
+            batch = self._presence.take_withdrawn()
+            if not batch or not self._connected:
+                continue  # down: the routes expire by themselves
+            try:
+                for start in range(0, len(batch), CHUNK):
+                    routes = [self._keys.presence(d) for d in batch[start : start + CHUNK]]
+                    await self._withdraw(keys=routes, args=[self.process_id])
+                # Announced again while the batch was on its way: write it back.
+                for device_id in batch:
+                    if device_id in self._presence:
+                        await self._claim(device_id)
+            except FAILED as exc:
+                self._lost(exc)
+
+    async def _resync_forever(self) -> None:
+        """Deliver Resync when asked, at most once every :data:`RESYNC_INTERVAL`."""
+        while True:
+            await self._resync_wanted.wait()
+            self._resync_wanted = trio.Event()
+            self._deliver(Resync())
+            await trio.sleep(RESYNC_INTERVAL)
+
+    # -- helpers --------------------------------------------------------
+    async def _claim(self, device_id: str) -> None:
+        """Route *device_id* here, whoever had it (the latest connection wins)."""
+        await self._client.set(self._keys.presence(device_id), self.process_id, px=self._ttl_ms)
+
+    def _deliver(self, event: Event) -> None:
+        if self._sink is not None:
+            self._sink.handle(event)
+
+    def _encode(self, event: Event) -> bytes:
+        return ENCODER.encode(Envelope(self.process_id, event))
+
+    def _missed(self, batch: list[tuple[Event, tuple[str, ...]]]) -> None:
+        for event, _ in batch:
+            if isinstance(event, SessionRevoked):
+                self._unsent.append(event)
+            else:
+                self._missed_pushes = True
+        if self._sampler.admit("bus.publish_missed", "bus", self._clock()) is not None:
+            self._log.warning("bus.publish_missed", events=len(batch))
+
+    def _lost(self, exc: BaseException) -> None:
+        """Redis failed: start again from a new subscription (with a Resync)."""
+        self._connected = False
+        if self._down_since is None:
+            self._down_since = self._clock()
+            self._log.error("bus.redis_unavailable", error=f"{type(exc).__name__}: {exc}"[:200])
+        if self._subscription is not None:
+            self._subscription.cancel()
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error in a (nested) exception group."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+@asynccontextmanager
+async def open_redis_bus(
+    url: str,
+    *,
+    prefix: str,
+    presence_ttl: float,
+    log: Logger,
+    clock: Callable[[], float] = trio.current_time,
+) -> AsyncIterator[RedisBus]:
+    """A :class:`RedisBus` on *url*, running in a nursery of its own until exit.
+
+    Returns once subscribed, or once the first attempt failed (it keeps
+    trying). On exit its tasks are cancelled and the client closed; the
+    routes it wrote expire by themselves.
+    """
+    client = redis_client(url)
+    bus = RedisBus(client, prefix=prefix, presence_ttl=presence_ttl, log=log, clock=clock)
+    async with client, trio.open_nursery() as nursery:
+        await nursery.start(bus.run)
+        try:
+            yield bus
+        finally:
+            nursery.cancel_scope.cancel()

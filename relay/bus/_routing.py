@@ -1,0 +1,138 @@
+"""How the shared bus names things and decides where events go. Pure: no I/O.
+
+Layout under ``[bus] prefix`` (``relay:`` by default)::
+
+    {prefix}bus:proc:{process}   channel: events for devices that process holds
+    {prefix}bus:all              channel: revocations and resync requests, for everyone
+    {prefix}bus:dev:{device}     string: the process holding the device (TTL: presence_ttl)
+    {prefix}bus:revoked          stream: recent revocations, re-read after a lost subscription
+
+On the wire every message is an :class:`Envelope` as JSON: the publishing
+process and a typed event (msgspec's tagged union decodes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import msgspec
+
+from ._events import Event, MessageQueued, PrekeysLow
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """One event on a channel, and the process that sent it."""
+
+    origin: str
+    event: Event
+
+
+ENCODER = msgspec.json.Encoder()
+DECODER = msgspec.json.Decoder(Envelope)
+
+
+class BusKeys:
+    """The names of the bus's channels and keys under *prefix*."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def process(self, process_id: str) -> str:
+        return f"{self.prefix}bus:proc:{process_id}"
+
+    @property
+    def everyone(self) -> str:
+        return f"{self.prefix}bus:all"
+
+    def presence(self, device_id: str) -> str:
+        return f"{self.prefix}bus:dev:{device_id}"
+
+    @property
+    def revocations(self) -> str:
+        return f"{self.prefix}bus:revoked"
+
+
+def targets(event: Event) -> tuple[str, ...]:
+    """The devices an event is for (none: it goes to every process, or to none)."""
+    if isinstance(event, MessageQueued):
+        return event.device_ids
+    if isinstance(event, PrekeysLow):
+        return (event.device_id,)
+    return ()
+
+
+def route(
+    device_ids: Iterable[str], owners: Mapping[str, str | None], me: str
+) -> dict[str, tuple[str, ...]]:
+    """Which other process gets which of *device_ids*, by the presence map *owners*.
+
+    Devices held by nobody (or whose owner is unknown) are left out, as are
+    those the map says *me* holds: their events are delivered here directly.
+    Devices keep their order within each process's share.
+    """
+    shares: dict[str, list[str]] = {}
+    for device_id in device_ids:
+        owner = owners.get(device_id)
+        if owner is not None and owner != me:
+            shares.setdefault(owner, []).append(device_id)
+    return {owner: tuple(devices) for owner, devices in shares.items()}
+
+
+def narrowed(event: Event, device_ids: tuple[str, ...]) -> Event:
+    """*event* for *device_ids* only, as another process receives it.
+
+    ``received_at`` is this process's monotonic clock, meaningless elsewhere,
+    so it travels as 0.0 (see :class:`~relay.bus.MessageQueued`).
+    """
+    if isinstance(event, MessageQueued):
+        return msgspec.structs.replace(event, device_ids=device_ids, received_at=0.0)
+    return event
+
+
+class Presence:
+    """The devices this process holds, with how many connections each.
+
+    A device's route is written when its first connection here is announced
+    and removed (if still ours) when its last one is withdrawn; the
+    removals wait in :attr:`withdrawn` for the next batch.
+    """
+
+    __slots__ = ("_held", "withdrawn")
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}
+        self.withdrawn: set[str] = set()
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._held
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def devices(self) -> list[str]:
+        return list(self._held)
+
+    def add(self, device_id: str) -> None:
+        """One more connection of *device_id* here (a withdrawal in waiting is void)."""
+        self._held[device_id] = self._held.get(device_id, 0) + 1
+        self.withdrawn.discard(device_id)
+
+    def remove(self, device_id: str) -> bool:
+        """One connection fewer; True if it was the last one (its route must go)."""
+        count = self._held.get(device_id, 0)
+        if count > 1:
+            self._held[device_id] = count - 1
+            return False
+        if count == 1:
+            del self._held[device_id]
+            self.withdrawn.add(device_id)
+            return True
+        return False
+
+    def take_withdrawn(self) -> list[str]:
+        """The devices whose routes are to be removed now (and forget them)."""
+        batch = [device_id for device_id in self.withdrawn if device_id not in self._held]
+        self.withdrawn = set()
+        return batch
