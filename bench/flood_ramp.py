@@ -164,9 +164,22 @@ def flood(server: h.Server, placement: str, args: list[str], out: Path,
     if proc.returncode != 0 or not out.exists():
         result["stderr"] = proc.stderr[-2000:]
         return result
-    result["report"] = json.loads(out.read_text())
-    result["stdout"] = proc.stdout
+    result["report"] = prune(json.loads(out.read_text()))
     return result
+
+
+def prune(report: dict[str, Any]) -> dict[str, Any]:
+    """*report* without the outcomes that never happened (their empty latency objects)."""
+    def outcomes(results: dict[str, Any]) -> None:
+        results["outcomes"] = {k: v for k, v in results["outcomes"].items() if v["count"]}
+
+    results = report["results"]
+    if "outcomes" in results:
+        outcomes(results)
+    for step in results.get("steps", []):
+        if step.get("flood"):
+            outcomes(step["flood"])
+    return report
 
 
 def run_max(server: h.Server, placement: str, seconds: float, in_flight: int,
@@ -202,6 +215,10 @@ def run_ramp(server: h.Server, placement: str, ramp: str, step: float,
 
 
 # --- report -------------------------------------------------------------------------
+
+
+def _rate(x: float | None) -> str:
+    return "—" if x is None else f"{x:,.0f}/s"
 
 
 def _pct(x: float | None) -> str | None:
@@ -281,8 +298,8 @@ def markdown(data: dict[str, Any]) -> str:
             lines.append(
                 f"| {placement} | {i} | "
                 + " | ".join(f"{m.get('answered_per_s', 0):,.0f}" for m in maxes)
-                + f" | {res.get('breaking_rate_per_s') or '—'} | "
-                f"{res.get('sustained_breaking_rate_per_s') or '—'} | {top:,.0f} | "
+                + f" | {_rate(res.get('breaking_rate_per_s'))} | "
+                f"{_rate(res.get('sustained_breaking_rate_per_s'))} | {top:,.0f} | "
                 + " / ".join(str(o) for o in others) + " |")
     lines.append("")
     lines.append("Other processes' CPU: ramp / max 200 / max 1,000, in cores, read from /proc "

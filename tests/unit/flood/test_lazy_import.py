@@ -19,13 +19,18 @@ except SystemExit:
 """
 
 
-def modules_after(code: str, prefix: str) -> set[str]:
-    """The modules named *prefix* or *prefix*.* that *code* leaves imported (fresh interpreter)."""
+def all_modules_after(code: str) -> set[str]:
+    """Every module *code* leaves imported, run in a fresh interpreter."""
     probe = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     ).stdout.splitlines()[-1]
-    return {m for m in json.loads(out) if m == prefix or m.startswith(prefix + ".")}
+    return set(json.loads(out))
+
+
+def modules_after(code: str, prefix: str) -> set[str]:
+    """The modules named *prefix* or *prefix*.* that *code* leaves imported (fresh interpreter)."""
+    return {m for m in all_modules_after(code) if m == prefix or m.startswith(prefix + ".")}
 
 
 def test_relay_serve_does_not_import_relay_flood() -> None:
@@ -64,3 +69,9 @@ def test_a_flood_submodule_alone_does_not_load_the_others() -> None:
     """Importing one part of relay.flood (its parser) does not import the modes."""
     loaded = modules_after("import relay.flood._args", "relay.flood")
     assert loaded == {"relay.flood", "relay.flood._args"}
+
+
+def test_a_generator_process_loads_neither_trio_nor_rich() -> None:
+    """The handshake generator's worker process starts on the standard library alone."""
+    top_level = {m.split(".")[0] for m in all_modules_after("import relay.flood._worker")}
+    assert not top_level & {"trio", "rich", "h11", "trio_websocket", "msgspec"}
