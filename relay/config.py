@@ -158,12 +158,6 @@ class StoreConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     # PostgreSQL, for a pooled connection, before the store is unavailable.
     busy_timeout: Seconds = 5 * SECONDS
 
-    def __post_init__(self) -> None:
-        if self.backend == "postgres" and not self.dsn:
-            raise ValueError(
-                'store.dsn (RELAY_STORE_DSN): required when store.backend is "postgres"'
-            )
-
 
 class BusConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     backend: Literal["local", "redis"] = "local"
@@ -406,6 +400,11 @@ def _check(config: Config) -> None:
         )
     if admin.token and len(admin.token.encode()) < MIN_JWT_SECRET_BYTES:
         raise ConfigError(f"admin.token: must be at least {MIN_JWT_SECRET_BYTES} bytes")
+    if config.store.backend == "postgres" and not config.store.dsn:
+        raise ConfigError(
+            'store.dsn (RELAY_STORE_DSN): required when store.backend is "postgres", '
+            "e.g. postgresql://relay@127.0.0.1:5432/relay"
+        )
     for section, url in (("bus", config.bus.url), ("limits", config.limits.url)):
         backend = getattr(config, section).backend
         if backend == "redis" and not url:

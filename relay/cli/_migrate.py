@@ -23,10 +23,10 @@ from ..store import (
     SchemaVersionError,
     StoreError,
     StoreUnavailable,
-    describe_dsn,
     migrate_postgres,
     migrate_sqlite,
 )
+from ._describe import describe_store
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -47,8 +47,10 @@ def add_migrate_parser(
     config_option(command)
     # A string, checked here: argparse's own error would be a usage block, not one line.
     command.add_argument(
-        "--to", metavar="N", help=f"the schema version to reach, 0 to {LATEST_VERSION} "
-        f"(default: the latest, {LATEST_VERSION})"
+        "--to",
+        metavar="N",
+        help=f"the schema version to reach, 0 to {LATEST_VERSION} "
+        f"(default: the latest, {LATEST_VERSION})",
     )
     command.add_argument(
         "--yes", action="store_true", help="confirm going down (it drops what later versions added)"
@@ -66,7 +68,7 @@ def run_migrate(config: Config, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("relay: interrupted; the migration rolled back, nothing changed", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"schema version before: {done.before} ({_where(config)})")
+    print(f"schema version before: {done.before} ({describe_store(config)})")
     print(done.describe())
     print(f"schema version after: {done.after}")
     return 0
@@ -91,9 +93,7 @@ def _migrate(config: Config, target: int | None, *, allow_down: bool) -> Migrate
     store = config.store
     try:
         if store.backend == "postgres":
-            return migrate_postgres(
-                store.dsn, target, store.busy_timeout, allow_down=allow_down
-            )
+            return migrate_postgres(store.dsn, target, store.busy_timeout, allow_down=allow_down)
         path = Path(store.path).resolve()
         if not path.is_file():
             raise _Stop(
@@ -109,12 +109,7 @@ def _migrate(config: Config, target: int | None, *, allow_down: bool) -> Migrate
             EXIT_USAGE,
         ) from None
     except StoreUnavailable as exc:
-        raise _Stop(f"{_where(config)} is unavailable, nothing changed: {exc.detail}") from None
+        where = describe_store(config)
+        raise _Stop(f"{where} is unavailable, nothing changed: {exc.detail}") from None
     except (SchemaVersionError, StoreError) as exc:
-        raise _Stop(f"{_where(config)}: {exc}") from None
-
-
-def _where(config: Config) -> str:
-    if config.store.backend == "postgres":
-        return f"PostgreSQL {describe_dsn(config.store.dsn)}"
-    return f"SQLite file {Path(config.store.path).resolve()}"
+        raise _Stop(f"{describe_store(config)}: {exc}") from None

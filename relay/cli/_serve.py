@@ -6,7 +6,7 @@ import os
 import secrets
 import signal
 import sys
-from pathlib import Path
+from typing import TypeVar
 
 import structlog
 import trio
@@ -16,9 +16,12 @@ from ..app import Bound, run
 from ..config import Config
 from ..net import PortInUse
 from ..obs import configure_logging, get_logger
+from ..store import StoreError
+from ._describe import describe_bus, describe_limits, describe_store, describe_store_problem
 from ._workers import supervise, why_not_workers, worker_index
 
-EXIT_USAGE = 2
+EXIT_FAILED, EXIT_USAGE = 1, 2
+E = TypeVar("E", bound=BaseException)
 
 PORT_KEYS = {
     "http": ("http.port", "RELAY_HTTP_PORT"),
@@ -65,7 +68,13 @@ def serve(
     try:
         trio.run(_serve_until_signal, config, dev)
     except BaseException as exc:  # an ExceptionGroup from the servers' nursery
-        taken = _port_in_use(exc)
+        store_error = _found(exc, StoreError)
+        if store_error is not None:
+            detail = getattr(store_error, "detail", None) or str(store_error)
+            problem = describe_store_problem(config, detail)
+            print(f"relay: cannot open the store: {problem}", file=sys.stderr)
+            return EXIT_FAILED
+        taken = _found(exc, PortInUse)
         if taken is None:
             raise
         key, var = PORT_KEYS.get(taken.server, ("its port", "its variable"))
@@ -78,12 +87,13 @@ def serve(
     return 0
 
 
-def _port_in_use(exc: BaseException) -> PortInUse | None:
-    if isinstance(exc, PortInUse):
+def _found(exc: BaseException, kind: type[E]) -> E | None:
+    """*exc* itself if it is a *kind*, or the first *kind* inside its groups."""
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _port_in_use(inner)
+            found = _found(inner, kind)
             if found is not None:
                 return found
     return None
@@ -120,8 +130,12 @@ def banner(config: Config, bound: Bound, dev: bool) -> str:
         f"  WebSocket  ws://{_host(config.ws.host)}:{bound.ws_port}/ws",
     ]
     if bound.admin_port is not None:
-        lines.append(f"  Admin      http://{_host(config.admin.host)}:{bound.admin_port}/admin/status")
+        lines.append(
+            f"  Admin      http://{_host(config.admin.host)}:{bound.admin_port}/admin/status"
+        )
     lines.append(f"  Store      {describe_store(config)}")
+    lines.append(f"  Bus        {describe_bus(config)}")
+    lines.append(f"  Limits     {describe_limits(config)}")
     if dev:
         lines.append(
             "  Dev mode   --dev made a random JWT secret for this run: every token dies "
@@ -129,11 +143,6 @@ def banner(config: Config, bound: Bound, dev: bool) -> str:
         )
     lines.append("Logs follow. Ctrl-C stops (open connections are closed with 1001 first).")
     return "\n".join(lines)
-
-
-def describe_store(config: Config) -> str:
-    """The store this configuration opens, e.g. ``SQLite file /srv/relay/relay.db``."""
-    return f"SQLite file {Path(config.store.path).resolve()}"
 
 
 def _host(host: str) -> str:

@@ -23,8 +23,9 @@ from ..config import Config
 from ..errors import Refused
 from ..obs import configure_logging
 from ..services import Services
+from ..store import StoreError, StoreUnavailable
 from ._admin_client import AdminUnreachable, call_admin
-from ._serve import describe_store
+from ._describe import describe_store, describe_store_problem
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 T = TypeVar("T")
@@ -89,7 +90,7 @@ def run_user_command(config: Config, args: argparse.Namespace) -> int:
 
 def _add(config: Config, args: argparse.Namespace) -> int:
     password = _new_password(args)
-    created = not Path(config.store.path).exists()
+    created = config.store.backend == "sqlite" and not Path(config.store.path).exists()
     user = _with_services(config, lambda s: s.auth.register(args.name, password), create=True)
     note = " (a new database)" if created else ""
     print(f"created user {user.username} ({user.id}) in {describe_store(config)}{note}")
@@ -137,6 +138,10 @@ def _passwd(config: Config, args: argparse.Namespace) -> int:
 
 def _unlock(config: Config, args: argparse.Namespace) -> int:
     name = args.name.lower()
+    if _shared_with_relays(config):  # the locks are in Redis: lift them there
+        lifted = _with_services(config, lambda s: s.accounts.unlock(name))
+        print(f"unlocked {name} ({lifted} lock record(s) lifted, in Redis)")
+        return 0
     try:
         answer = call_admin(config, f"/admin/users/{name}/unlock", {})
     except AdminUnreachable as why:
@@ -174,11 +179,18 @@ def _with_services(
 
     try:
         return trio.run(go)
+    except StoreUnavailable as exc:  # before Refused: it is one, but says less
+        problem = describe_store_problem(config, exc.detail)
+        raise Stop(f"the store is unavailable, nothing changed: {problem}") from None
     except Refused as refused:
         raise Stop(refused.message) from None
+    except StoreError as exc:  # e.g. a schema newer than this relay
+        raise Stop(describe_store_problem(config, str(exc))) from None
 
 
 def _store_must_exist(config: Config) -> None:
+    if config.store.backend != "sqlite":
+        return  # a server: opening it says whether it is there
     path = Path(config.store.path).resolve()
     if not path.exists():
         raise Stop(
@@ -205,6 +217,10 @@ def _end_sessions_now(config: Config, ended: list[str], reason: str) -> None:
     """Tell the running relay that these sessions ended (tokens refused, sockets 4003)."""
     if not ended:
         return
+    if _shared_with_relays(config):
+        # Revoker already wrote them to Redis and published them on its bus.
+        print(f"ended {len(ended)} session(s) on the running relays (through Redis)")
+        return
     try:
         call_admin(config, "/admin/sessions/revoke", {"session_ids": ended, "reason": reason})
         print(f"ended {len(ended)} session(s) on the running relay")
@@ -216,6 +232,11 @@ def _end_sessions_now(config: Config, ended: list[str], reason: str) -> None:
             "or until it restarts",
             file=sys.stderr,
         )
+
+
+def _shared_with_relays(config: Config) -> bool:
+    """Whether this command reaches the running relays' limits and bus itself (Redis)."""
+    return config.limits.backend == "redis" and config.bus.backend == "redis"
 
 
 def _when(unix_time: float | None) -> str:

@@ -130,7 +130,10 @@ async def _keep(
         worker.quick_deaths = 0 if ran >= STABLE_AFTER else worker.quick_deaths + 1
         worker.pause = RESTART_PAUSE if ran >= STABLE_AFTER else min(worker.pause * 2, MAX_PAUSE)
         log.error(
-            "relay.worker_exited", worker=worker.index, code=code, ran_s=round(ran, 1),
+            "relay.worker_exited",
+            worker=worker.index,
+            code=code,
+            ran_s=round(ran, 1),
             restart_in_s=worker.pause,
         )
         if worker.quick_deaths >= GIVE_UP_AFTER:

@@ -120,7 +120,11 @@ def _register_health(app: Quart, services: Services) -> None:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        checks = {"store": services.store.ping, "bus": services.bus.ping}
+        checks = {
+            "store": services.store.ping,
+            "bus": services.bus.ping,
+            "limits": services.limits.ping,
+        }
         status: dict[str, str] = {}
         for name, ping in checks.items():
             try:

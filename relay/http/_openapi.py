@@ -471,12 +471,17 @@ def _readyz() -> Json:
     part = {"enum": ["ok", "unreachable"]}
     ready = {
         "type": "object",
-        "required": ["status", "store", "bus"],
-        "properties": {"status": {"enum": ["ready", "unavailable"]}, "store": part, "bus": part},
+        "required": ["status", "store", "bus", "limits"],
+        "properties": {
+            "status": {"enum": ["ready", "unavailable"]},
+            "store": part,
+            "bus": part,
+            "limits": part,
+        },
     }
     return {
         "get": _operation(
-            "Readiness: the store and the bus answer within 2 s",
+            "Readiness: the store, the bus and the limits answer within 2 s",
             {
                 "200": _ok("Ready.", ready),
                 "503": _ok("Not ready; names the part that did not answer.", ready),

@@ -131,6 +131,10 @@ class MemoryLimits:
     async def knows(self, key: str, member: str) -> bool:
         return self._known.knows(bounded_key(key), bounded_key(member), self._clock())
 
+    async def ping(self) -> None:
+        """Always ready: the limits live in this process."""
+        await trio.lowlevel.checkpoint()
+
     async def refusing(self, limit: int) -> list[Refusing]:
         """Buckets that are empty and keys that are locked, now; at most *limit*."""
         now = self._clock()

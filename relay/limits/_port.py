@@ -111,3 +111,6 @@ class Limits(Protocol):
         """Treat the session as revoked for the next *ttl* seconds."""
 
     async def is_revoked(self, session_id: str) -> bool: ...
+
+    async def ping(self) -> None:
+        """Return if the limits are shared as configured; raise otherwise (readiness)."""

@@ -262,6 +262,12 @@ class RedisLimits:
 
         return await self._guard.either("known", shared, _refuse)
 
+    async def ping(self) -> None:
+        """Return if Redis answers; raise while it is down (limits counted per process)."""
+        if not self.available:
+            raise ConnectionError("the limits cannot reach Redis; each process counts alone")
+        await self._client.ping()
+
     async def refusing(self, limit: int) -> list[Refusing]:
         """Up to *limit* buckets that are empty and keys that are locked, longest first.
 

@@ -402,6 +402,10 @@ def _open_pool(dsn: str, pool_size: int, timeout: float) -> tuple[ConnectionPool
         conn.execute(f"SET lock_timeout = {lock_timeout_ms:d}".encode())
         conn.commit()
 
+    try:  # one plain connection first: its error says why (the pool's says only "timeout")
+        psycopg.connect(dsn, **_connection_kwargs(dsn, timeout)).close()
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(_unreachable(dsn, exc)) from exc
     pool: ConnectionPool[Any] = ConnectionPool(
         dsn,
         kwargs=_connection_kwargs(dsn, timeout),

@@ -409,7 +409,12 @@ async def open_sqlite_store(
     was written by a newer relay. The store is closed on exit.
     """
     # Opening touches the disk (and may migrate): a worker thread too.
-    conn = await trio.to_thread.run_sync(_connect, path, synchronous, busy_timeout)
+    try:
+        conn = await trio.to_thread.run_sync(_connect, path, synchronous, busy_timeout)
+    except sqlite3.OperationalError as exc:  # no such directory, no permission, locked
+        raise StoreUnavailable(f"cannot open it: {exc}") from exc
+    except sqlite3.DatabaseError as exc:  # not a database, or a corrupt one
+        raise StoreError(f"cannot open it: {exc}") from exc
     store = SQLiteStore(conn)
     try:
         yield store

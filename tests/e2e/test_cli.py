@@ -124,7 +124,8 @@ def test_a_taken_port_is_one_line_naming_the_key(
 
 
 def test_serve_on_a_terminal_says_where_it_listens(relay_env: dict[str, str]) -> None:
-    """On a TTY: the HTTP URL, the ws:// URL, the store, the version and what --dev means."""
+    """On a TTY: the HTTP URL, the ws:// URL, the store, bus and limits, the version and what
+    --dev means."""
     import os
     import pty
     import time
@@ -151,6 +152,7 @@ def test_serve_on_a_terminal_says_where_it_listens(relay_env: dict[str, str]) ->
     assert "relay 0.1.0 is running" in text
     assert "HTTP API   http://127.0.0.1:" in text and "WebSocket  ws://127.0.0.1:" in text
     assert "/ws" in text and relay_env["RELAY_STORE_PATH"] in text
+    assert "Bus        in-process" in text and "Limits     in memory" in text
     assert "--dev made a random JWT secret" in text
     assert '{"' not in text.split("is running")[1]  # console log lines on a terminal, not JSON
 
@@ -162,3 +164,34 @@ def test_several_workers_need_the_shared_bus_and_limits(relay_env: dict[str, str
     line = result.stderr.strip().splitlines()[-1]
     assert "--workers 2" in line and '[bus] backend = "redis"' in line
     assert '[limits] backend = "redis"' in line
+
+
+def test_a_store_that_cannot_be_opened_stops_the_start_in_one_line(
+    relay_env: dict[str, str], tmp_path: Any
+) -> None:
+    """A file that is not a database: exit 1 and one line naming it, no traceback."""
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database, it only looks like one to a glob" * 100)
+    result = run(["serve"], {**secret_env(relay_env), "RELAY_STORE_PATH": str(garbage)})
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"SQLite file {garbage}" in result.stderr and "not a database" in result.stderr
+
+
+def test_an_unreachable_postgres_stops_the_start_in_one_line(relay_env: dict[str, str]) -> None:
+    """Nobody at the DSN's port: exit 1, one line with where, never the password."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **secret_env(relay_env),
+        "RELAY_STORE_BACKEND": "postgres",
+        "RELAY_STORE_DSN": f"postgresql://relay:s3cret-pw@127.0.0.1:{port}/relay",
+    }
+    result = run(["serve"], env)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"relay@127.0.0.1:{port}/relay" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout

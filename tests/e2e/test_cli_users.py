@@ -15,6 +15,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from tests import pg
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import secret_env
 
@@ -182,3 +183,33 @@ def test_the_database_named_is_the_one_opened(env: dict[str, str], tmp_path: Pat
     listed = relay(["user", "list"], other)
     assert "bob" in listed.stdout and "alice" not in listed.stdout
     assert str(tmp_path / "other.db") in listed.stderr
+
+
+def test_user_commands_work_on_a_postgres_store(env: dict[str, str]) -> None:
+    """add, list, passwd and delete on PostgreSQL; each names it as user@host:port/db."""
+    pg.require_postgres()
+    with pg.fresh_schema() as schema:
+        on_pg = {**env, "RELAY_STORE_BACKEND": "postgres", "RELAY_STORE_DSN": schema.dsn}
+        add(on_pg, "alice")
+        listed = relay(["user", "list"], on_pg)
+        assert listed.returncode == 0, listed.stderr
+        assert [row.split()[0] for row in listed.stdout.splitlines()[1:]] == ["alice"]
+        assert "account(s) in PostgreSQL " in listed.stderr and "SQLite" not in listed.stderr
+        reset = relay(["user", "passwd", "alice", "--password-stdin"], on_pg, NEW_PASSWORD + "\n")
+        assert reset.returncode == 0, reset.stderr
+        deleted = relay(["user", "delete", "alice", "--yes"], on_pg)
+        assert deleted.returncode == 0, deleted.stderr
+        assert relay(["user", "list"], on_pg).stdout.splitlines()[1:] == []
+
+
+def test_an_unreachable_postgres_store_is_one_line_without_the_password(
+    env: dict[str, str],
+) -> None:
+    """A DSN nobody answers: exit 1, one line naming host and port, never the password."""
+    dsn = f"postgresql://relay:s3cret-pw@127.0.0.1:{_free_port()}/relay"
+    on_pg = {**env, "RELAY_STORE_BACKEND": "postgres", "RELAY_STORE_DSN": dsn}
+    result = relay(["user", "list"], on_pg)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert "the store is unavailable" in line and "relay@127.0.0.1:" in line
+    assert "s3cret-pw" not in result.stderr + result.stdout

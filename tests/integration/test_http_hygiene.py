@@ -167,10 +167,11 @@ async def test_cors_follows_the_configured_allowlist(relay_with: RelayFactory) -
 
 
 async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
-    """Liveness is 200; readiness checks the store and is 200 when it answers."""
+    """Liveness is 200; readiness checks the store, the bus and the limits: 200 when all answer."""
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["store"] == "ok"
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "store": "ok", "bus": "ok", "limits": "ok"}
 
 
 async def test_readyz_is_503_when_the_store_is_gone(client: httpx.AsyncClient, relay) -> None:  # type: ignore[no-untyped-def]

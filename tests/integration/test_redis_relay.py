@@ -134,7 +134,8 @@ async def test_while_redis_is_down_connected_clients_keep_talking_and_logins_wai
         assert refused.json()["error"] == "limits_unavailable"
         assert refused.headers["Retry-After"] == "5"
         assert (await http.get("/api/devices", headers=bearer(alice))).status_code == 200
-        assert (await http.get("/readyz")).json()["bus"] == "unreachable"
+        unready = (await http.get("/readyz")).json()
+        assert (unready["bus"], unready["limits"]) == ("unreachable", "unreachable")
         await proxy.resume()
         with trio.fail_after(5):
             while True:

@@ -208,3 +208,10 @@ def test_each_part_is_handed_its_section() -> None:
         config.http.port = 1  # type: ignore[misc]
     with pytest.raises(ConfigError, match=r"^http\.port"):
         config.replace(http__port=70_000)
+
+
+def test_a_postgres_store_without_a_dsn_is_refused_in_one_plain_line() -> None:
+    """backend = "postgres" and no DSN: the key and its variable, once, with an example."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(env={"RELAY_STORE_BACKEND": "postgres"})
+    assert str(caught.value).startswith("store.dsn (RELAY_STORE_DSN): required when")
