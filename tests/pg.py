@@ -24,19 +24,52 @@ PG_DSN = os.environ.get("RELAY_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=post
 
 @functools.cache
 def unreachable() -> str | None:
-    """Why PostgreSQL cannot be used for tests, or None if it answers."""
+    """Why PostgreSQL cannot be used for tests, or None if it answers.
+
+    A server that answers but lacks the test database gets it created (a
+    fresh machine has only ``postgres``).
+    """
     try:
         psycopg.connect(PG_DSN, connect_timeout=2).close()
+    except psycopg.OperationalError as exc:
+        if "does not exist" not in str(exc) or not _create_database():
+            return _why(exc)
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return f"PostgreSQL unreachable ({first}); set RELAY_TEST_PG_DSN to test on it"
+        return _why(exc)
     return None
 
 
+def _why(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"PostgreSQL unreachable ({first}); set RELAY_TEST_PG_DSN to test on it"
+
+
+def _create_database() -> bool:
+    """Create the DSN's database through the server's ``postgres`` one; True if it worked."""
+    name = conninfo.conninfo_to_dict(PG_DSN).get("dbname")
+    if not name:
+        return False
+    try:
+        admin = conninfo.make_conninfo(PG_DSN, dbname="postgres")
+        with psycopg.connect(admin, autocommit=True, connect_timeout=2) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
+    except psycopg.errors.DuplicateDatabase:
+        return True  # another run made it meanwhile
+    except psycopg.Error:
+        return False
+    return True
+
+
 def require_postgres() -> None:
-    """Skip the calling test, saying why, when PostgreSQL does not answer."""
+    """Skip the calling test, saying why, when PostgreSQL does not answer.
+
+    With ``RELAY_TEST_REQUIRE_ENGINES=1`` (CI sets it) the test fails instead:
+    a CI run on a machine that has the engines must not skip their tests.
+    """
     reason = unreachable()
     if reason is not None:
+        if os.environ.get("RELAY_TEST_REQUIRE_ENGINES") == "1":
+            pytest.fail(reason)
         pytest.skip(reason)
 
 

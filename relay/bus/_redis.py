@@ -33,7 +33,7 @@ from coredis.tokens import PureToken
 
 from ..limits import REDIS_UNREACHABLE, redis_client
 from ..obs import Logger, LogSampler
-from ._events import Event, Resync, SessionRevoked
+from ._events import Event, MessageQueued, Resync, SessionRevoked
 from ._port import Sink
 from ._routing import DECODER, ENCODER, BusKeys, Envelope, Presence, narrowed, route, targets
 
@@ -43,8 +43,6 @@ OUTGOING = 1024
 """Events waiting to be published; a full queue makes publishers wait (backpressure)."""
 BATCH = 256
 """Events published in one round trip at most."""
-RESYNC_INTERVAL = 1.0
-"""At most one Resync a second reaches the sink (each makes every connection read the store)."""
 RECONNECT_MAX = 1.0
 """Longest pause between attempts to subscribe again (it starts at 50 ms and doubles)."""
 REVOCATIONS_KEPT = 10_000
@@ -110,9 +108,16 @@ class RedisBus:
             OUTGOING
         )
         self._withdrawn = trio.Event()
-        self._resync_wanted = trio.Event()
         self._subscription: trio.CancelScope | None = None
         self._connected = False
+        # Publishing resumes only once the Resync for what was missed is out, so
+        # that no process gets a later message from here before it knows it
+        # must read the store for the earlier ones (per-sender order).
+        self._publishing = False
+        # From a lost subscription until the Resync after the next one, pushes
+        # from other processes are not delivered: the Resync's store read
+        # sends them, in order, after the ones this process missed.
+        self._in_sync = False
         self._down_since: float | None = None
         self._unsent: deque[SessionRevoked] = deque(maxlen=UNSENT_KEPT)
         self._missed_pushes = False  # a publish failed: the others must read the store too
@@ -183,7 +188,6 @@ class RedisBus:
             nursery.start_soon(self._publish_forever)
             nursery.start_soon(self._refresh_forever)
             nursery.start_soon(self._withdraw_forever)
-            nursery.start_soon(self._resync_forever)
             await nursery.start(self._subscribe_forever)
             task_status.started()
 
@@ -225,23 +229,31 @@ class RedisBus:
 
         Runs with :attr:`connected` already true, so that a device announced
         meanwhile writes its own route (the rewrite below is of a snapshot).
+        Publishing resumes only after the Resync for the pushes missed here
+        has gone out (and none was missed meanwhile): every process then
+        learns of a gap before it gets a later message from this one.
         """
         await self._keep_routes(self._presence.devices())
         await self._read_missed_revocations()
-        unsent = list(self._unsent)
-        async with self._client.pipeline(transaction=False) as pipe:
-            for event in unsent:
-                self._queue_revocation(pipe, event)
-            if self._missed_pushes:  # what this process could not push: everyone reads
-                pipe.publish(self._keys.everyone, self._encode(Resync()))
-        for _ in unsent:
-            self._unsent.popleft()
-        self._missed_pushes = False
+        while True:
+            missed, self._missed_pushes = self._missed_pushes, False
+            unsent = list(self._unsent)
+            async with self._client.pipeline(transaction=False) as pipe:
+                for event in unsent:
+                    self._queue_revocation(pipe, event)
+                if missed:  # what this process could not push: everyone reads
+                    pipe.publish(self._keys.everyone, self._encode(Resync()))
+            for _ in unsent:
+                self._unsent.popleft()
+            if not self._missed_pushes:
+                break  # (no await from this check to publishing again)
+        self._publishing = True
+        self._in_sync = True
         if self._down_since is not None:
             down_for = self._clock() - self._down_since
             self._log.warning("bus.redis_recovered", down_for=round(down_for, 3))
             self._down_since = None
-        self._resync_wanted.set()
+        self._resync()  # what was published to here meanwhile was lost: read the store
 
     async def _read_missed_revocations(self) -> None:
         """Deliver the revocations published since this process last read the stream."""
@@ -263,10 +275,11 @@ class RedisBus:
             return
         if envelope.origin == self.process_id and channel == self._keys.everyone:
             return  # our own broadcast: delivered here when it was published
-        if isinstance(envelope.event, Resync):
-            self._resync_wanted.set()
-        else:
-            self._deliver(envelope.event)
+        event = envelope.event
+        if isinstance(event, Resync):
+            self._resync()
+        elif self._in_sync or not isinstance(event, MessageQueued):
+            self._deliver(event)
 
     async def _publish_forever(self) -> None:
         async for first in self._outgoing:
@@ -276,7 +289,7 @@ class RedisBus:
                     batch.append(self._outgoing.receive_nowait())
                 except trio.WouldBlock:
                     break
-            if not self._connected:
+            if not self._publishing:
                 self._missed(batch)
                 continue
             try:
@@ -347,18 +360,15 @@ class RedisBus:
             except FAILED as exc:
                 self._lost(exc)
 
-    async def _resync_forever(self) -> None:
-        """Deliver Resync when asked, at most once every :data:`RESYNC_INTERVAL`."""
-        while True:
-            await self._resync_wanted.wait()
-            self._resync_wanted = trio.Event()
-            self._deliver(Resync())
-            await trio.sleep(RESYNC_INTERVAL)
-
     # -- helpers --------------------------------------------------------
     async def _claim(self, device_id: str) -> None:
         """Route *device_id* here, whoever had it (the latest connection wins)."""
         await self._client.set(self._keys.presence(device_id), self.process_id, px=self._ttl_ms)
+
+    def _resync(self) -> None:
+        """Every connection here reads the store again (each coalesces repeated asks)."""
+        self._log.info("bus.resync")
+        self._deliver(Resync())
 
     def _deliver(self, event: Event) -> None:
         if self._sink is not None:
@@ -379,6 +389,8 @@ class RedisBus:
     def _lost(self, exc: BaseException) -> None:
         """Redis failed: start again from a new subscription (with a Resync)."""
         self._connected = False
+        self._publishing = False
+        self._in_sync = False
         if self._down_since is None:
             self._down_since = self._clock()
             self._log.error("bus.redis_unavailable", error=f"{type(exc).__name__}: {exc}"[:200])

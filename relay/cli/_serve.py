@@ -18,7 +18,13 @@ from ..net import PortInUse
 from ..obs import configure_logging, get_logger
 from ..store import StoreError
 from ._describe import describe_bus, describe_limits, describe_store, describe_store_problem
-from ._workers import supervise, why_not_workers, worker_index
+from ._workers import (
+    supervise,
+    supervisor_pid,
+    watch_supervisor,
+    why_not_workers,
+    worker_index,
+)
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 E = TypeVar("E", bound=BaseException)
@@ -112,9 +118,15 @@ async def _serve_until_signal(config: Config, dev: bool) -> None:
                     return
 
             nursery.start_soon(watch)
-            bound: Bound = await nursery.start(
-                lambda task_status: run(config, shutdown_trigger=stop.wait, task_status=task_status)
-            )
+            supervisor = supervisor_pid()
+            if supervisor is not None:
+                nursery.start_soon(watch_supervisor, supervisor, stop, log)
+
+            async def serve_then_stop_watching(task_status: trio.TaskStatus[Bound]) -> None:
+                await run(config, shutdown_trigger=stop.wait, task_status=task_status)
+                nursery.cancel_scope.cancel()  # drained: the watchers have nothing left to do
+
+            bound: Bound = await nursery.start(serve_then_stop_watching)
             if sys.stderr.isatty():
                 print(banner(config, bound, dev), file=sys.stderr, flush=True)
             await stop.wait()

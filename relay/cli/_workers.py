@@ -29,6 +29,7 @@ MAX_PAUSE = 30.0
 STABLE_AFTER = 30.0  # ... and resets once a worker has run this long
 GIVE_UP_AFTER = 5  # restarts in a row, each dying before STABLE_AFTER
 STOP_GRACE = 60.0  # seconds the children get to drain after SIGTERM
+ORPHAN_CHECK = 1.0  # seconds between a worker's looks at its parent
 
 
 def why_not_workers(config: Config, workers: int) -> str | None:
@@ -94,7 +95,9 @@ async def _supervise(config_path: str | None, env: dict[str, str], workers: int)
     if failed:
         print(f"relay: {failed[0]}", file=sys.stderr)
         return 1
-    clean = all(w.exit_codes and w.exit_codes[-1] == 0 for w in pool)
+    # -SIGTERM: a worker still starting when the stop came (before it listened,
+    # so nothing to drain) took the signal's default action.
+    clean = all(w.exit_codes and w.exit_codes[-1] in (0, -signal.SIGTERM) for w in pool)
     log.info("relay.stopped", workers=workers, clean=clean)
     return 0 if clean else 1
 
@@ -116,6 +119,7 @@ async def _keep(
         "RELAY_SERVER_WORKERS": "1",  # a child serves; it does not supervise
         "RELAY_SERVER_REUSE_PORT": "true",
         "RELAY_WORKER_INDEX": str(worker.index),
+        "RELAY_SUPERVISOR_PID": str(os.getpid()),
     }
     while not stopping.is_set():
         worker.started_at = trio.current_time()
@@ -156,3 +160,25 @@ def worker_index() -> int | None:
     """This process's worker number when a supervisor started it, else None."""
     value = os.environ.get("RELAY_WORKER_INDEX")
     return int(value) if value and value.isdigit() else None
+
+
+def supervisor_pid() -> int | None:
+    """The pid of the supervisor that started this worker, else None."""
+    value = os.environ.get("RELAY_SUPERVISOR_PID")
+    return int(value) if value and value.isdigit() else None
+
+
+async def watch_supervisor(pid: int, stop: trio.Event, log: Logger) -> None:
+    """Set *stop* (drain and exit) once the supervisor *pid* is gone.
+
+    A supervisor killed with SIGKILL cannot pass the signal on: its workers
+    would serve on, unsupervised and out of the operator's reach. A worker
+    whose parent changed (the orphan was adopted by init) stops like on
+    SIGTERM, within ``ORPHAN_CHECK`` seconds. (``PR_SET_PDEATHSIG`` cannot do
+    this: Trio forks from a worker thread, and the signal would follow that
+    thread's exit, not the supervisor's.)
+    """
+    while os.getppid() == pid:
+        await trio.sleep(ORPHAN_CHECK)
+    log.warning("relay.supervisor_gone", supervisor_pid=pid)
+    stop.set()

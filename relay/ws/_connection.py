@@ -23,8 +23,8 @@ from ..auth import AuthService
 from ..config import WsConfig
 from ..crypto import AccessClaims, InvalidToken
 from ..limits import Limits, names
-from ..obs import Logger, Metrics
-from ..store import QueuedMessage, Store
+from ..obs import Logger, LogSampler, Metrics
+from ..store import QueuedMessage, Store, StoreUnavailable
 from ._frames import (
     AckFrame,
     AuthFrame,
@@ -43,6 +43,8 @@ from ._outbox import Control, Delivery, Outbox, Ping
 from ._pipeline import DeliveryPipeline, SendRequest
 
 REPLAY_PAGE = 256
+REPLAY_RETRY = 1.0  # seconds before a replay the store refused is tried again; doubles ...
+REPLAY_RETRY_MAX = 30.0  # ... up to this
 WRITE_BATCH = 64  # frames per socket write, at most
 
 
@@ -75,6 +77,7 @@ class ConnectionContext:
     clock: Callable[[], float]  # monotonic (Trio's): timers, rates
     wall_clock: Callable[[], float]  # Unix time: only to read token expiry
     counters: FrameCounters
+    sampler: LogSampler  # warnings every connection may raise at once (the store is down)
 
 
 class Connection:
@@ -106,9 +109,15 @@ class Connection:
         self._writing = False
         self._replayed: int | None = None  # the last seq the replay sent, once it is done
         self._sent_seq = 0  # the highest message seq written to the socket
+        # Every stored message up to this seq has been written: replays read the
+        # store in order and advance it; live pushes may run ahead of it, and
+        # after a lost push (a bus outage) they leave a gap behind them, which
+        # the next catch-up, reading from here, fills.
+        self._contiguous = 0
         self._catch_up = False  # read the store again (the bus may have dropped pushes)
         self._replaying = True  # reading the store: live messages need not be queued
         self._missed = 0  # the highest seq pushed live while replaying
+        self._replay_pause = REPLAY_RETRY  # before the next try, if the store refuses one
         self._pong: trio.Event | None = None
 
     def _monotonic(self, unix_time: float, now: float) -> float:
@@ -284,11 +293,11 @@ class Connection:
                 await send_frames(
                     self.ws, [ready_frame(self.username, self.device_id, self.session_id)]
                 )
-                self._replayed = await self._replay(0)
+                self._replayed = await self._replay_or_retry_later(0)
             while self._catch_up or self.outbox:
                 if self._catch_up:
                     self._catch_up = False
-                    self._replayed = await self._replay(self._sent_seq)
+                    self._replayed = await self._replay_or_retry_later(self._contiguous)
                 await self._write_waiting(self._replayed)
         except ConnectionClosed:
             self.close(PEER_GONE)  # the socket died under a write: nothing to report
@@ -319,6 +328,35 @@ class Connection:
             counters.message_out.inc(messages)
             counters.control_out.inc(len(out) - messages)
 
+    async def _replay_or_retry_later(self, after: int) -> int:
+        """:meth:`_replay`; if the store is unavailable, try again after a pause.
+
+        The socket stays open meanwhile (answers and pings go on; the client
+        need not reconnect), and the connection stays in replay mode: live
+        messages are only noted, and the next replay, from the last message
+        written, sends them in order. Returns the last seq written.
+        """
+        try:
+            last = await self._replay(after)
+        except StoreUnavailable as exc:
+            pause = self._replay_pause
+            self._replay_pause = min(pause * 2, REPLAY_RETRY_MAX)
+            ctx = self._ctx
+            suppressed = ctx.sampler.admit("ws.replay_deferred", "store", ctx.clock())
+            if suppressed is not None:  # one line for all connections, every 10 s
+                ctx.log.warning(
+                    "ws.replay_deferred", detail=exc.detail, retry_in_s=pause, suppressed=suppressed
+                )
+            if self._nursery is not None:
+                self._nursery.start_soon(self._catch_up_after, pause)
+            return self._sent_seq
+        self._replay_pause = REPLAY_RETRY
+        return last
+
+    async def _catch_up_after(self, pause: float) -> None:
+        await trio.sleep(pause)
+        self.catch_up()
+
     async def _replay(self, after: int) -> int:
         """Send every stored unacked message past seq *after*, in order; the last seq sent.
 
@@ -338,6 +376,7 @@ class Connection:
                 await send_frames(self.ws, [_frame(queued) for queued in chunk])
                 last = chunk[-1].seq
                 self._sent_seq = max(self._sent_seq, last)
+                self._contiguous = last
                 self._ctx.counters.message_out.inc(len(chunk))
                 await self._send_waiting_controls()
             if len(page) < REPLAY_PAGE and self._missed <= last:

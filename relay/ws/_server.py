@@ -38,6 +38,7 @@ from ..net import (
     serve_admitted,
     source_of,
 )
+from ..obs import LogSampler
 from ..services import Services
 from ..store import StoreUnavailable
 from ._connection import Connection, ConnectionContext, FrameCounters
@@ -101,6 +102,7 @@ class WsServer:
             clock=services.clock,
             wall_clock=services.wall_clock,
             counters=FrameCounters(services.metrics),
+            sampler=LogSampler(services.clock),
         )
 
     async def serve(

@@ -11,11 +11,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
+from tests import pg
 from tests.conftest import SECRET
 
 
@@ -60,6 +63,12 @@ class RelayProcess:
                 return dict(record)
         raise AssertionError(f"no {event!r} log line; saw: {''.join(self.seen)[-2000:]}")
 
+    def tail(self, count: int) -> list[str]:
+        """The last *count* lines the process wrote (those not read yet included)."""
+        while not self.lines.empty():
+            self.seen.append(self.lines.get_nowait())
+        return self.seen[-count:]
+
     def signal(self, signum: int) -> int:
         self.proc.send_signal(signum)
         return self.proc.wait(timeout=30)
@@ -98,10 +107,74 @@ def spawn(tmp_path: Path) -> Iterator[Any]:
     yield start
     for child in children:
         child.kill()
+    for number, child in enumerate(children):
+        # Shown by pytest for a failed test only: what each process said last.
+        print(f"--- relay process {number} (pid {child.proc.pid}), last log lines:")
+        print("".join(child.tail(40)))
 
 
 def secret_env(env: dict[str, str]) -> dict[str, str]:
     return {**env, "JWT_SECRET": SECRET}
 
 
-__all__ = ["RelayProcess", "secret_env", "signal"]
+
+
+# -- several real relay processes on Redis and PostgreSQL --------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One ``relay serve`` process of a cluster, and where it listens."""
+
+    child: RelayProcess
+    http: str
+    ws: str
+
+
+class Cluster:
+    """Starts ``relay serve`` processes that form one relay: one PostgreSQL schema,
+    one Redis prefix, one JWT secret; each process on its own ports."""
+
+    def __init__(self, spawn: Any, env: dict[str, str], redis_url: str) -> None:
+        self._spawn = spawn
+        self.env = env
+        self.redis_url = redis_url
+
+    async def start(self, **env: str) -> Node:
+        """A new process (with *env* on top of the cluster's); returns once it listens.
+
+        Waits in a thread, so the test's own Trio tasks (a proxy) keep running.
+        """
+        child = self._spawn(["serve"], {**self.env, **env})
+        ports = await trio.to_thread.run_sync(child.wait_for_event, "relay.listening")
+        return Node(
+            child, f"http://127.0.0.1:{ports['http_port']}", f"ws://127.0.0.1:{ports['ws_port']}/ws"
+        )
+
+
+@pytest.fixture
+def cluster(
+    relay_env: dict[str, str], redis_url: str, redis_prefix: str, spawn: Any
+) -> Iterator[Cluster]:
+    """Relay processes sharing a fresh PostgreSQL schema and a Redis prefix of the test's own.
+
+    (``spawn`` comes last, so its processes are killed before the schema is
+    dropped and the prefix cleaned.)
+    """
+    with pg.fresh_schema() as schema:
+        env = secret_env(relay_env) | {
+            "RELAY_LOG_FORMAT": "json",
+            "RELAY_STORE_BACKEND": "postgres",
+            "RELAY_STORE_DSN": schema.dsn,
+            "RELAY_STORE_POOL_SIZE": "2",
+            "RELAY_BUS_BACKEND": "redis",
+            "RELAY_BUS_URL": redis_url,
+            "RELAY_BUS_PREFIX": redis_prefix,
+            "RELAY_LIMITS_BACKEND": "redis",
+            "RELAY_LIMITS_URL": redis_url,
+            "RELAY_LIMITS_PREFIX": redis_prefix,
+        }
+        yield Cluster(spawn, env, redis_url)
+
+
+__all__ = ["Cluster", "Node", "RelayProcess", "secret_env", "signal"]

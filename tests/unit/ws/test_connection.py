@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import trio
@@ -11,7 +12,8 @@ from trio_websocket import ConnectionClosed
 from relay.config import Config
 from relay.crypto import AccessClaims
 from relay.limits import MemoryLimits, policies
-from relay.obs import Metrics, get_logger
+from relay.obs import LogSampler, Metrics, get_logger
+from relay.store import QueuedMessage, StoreUnavailable
 from relay.ws import Connection
 from relay.ws._connection import ConnectionContext, FrameCounters
 from relay.ws._heartbeats import Heartbeats
@@ -56,11 +58,11 @@ class BrokenPipeline:
         raise RuntimeError("injected bug")
 
 
-def connection(ws: FakeSocket, metrics: Metrics) -> Connection:
+def connection(ws: FakeSocket, metrics: Metrics, store: Any = None) -> Connection:
     config = Config()
     ctx = ConnectionContext(
         config=config.ws,
-        store=EmptyStore(),  # type: ignore[arg-type]
+        store=store or EmptyStore(),
         auth=None,  # type: ignore[arg-type]
         pipeline=BrokenPipeline(),  # type: ignore[arg-type]
         heartbeats=Heartbeats(),
@@ -70,6 +72,7 @@ def connection(ws: FakeSocket, metrics: Metrics) -> Connection:
         clock=trio.current_time,
         wall_clock=lambda: NOW,
         counters=FrameCounters(metrics),
+        sampler=LogSampler(trio.current_time),
     )
     claims = AccessClaims("u1", "d1", "s1", "j1", NOW, NOW + 900)
     return Connection(ws, claims, "alice", ctx)  # type: ignore[arg-type]
@@ -118,3 +121,72 @@ async def test_a_full_outbox_closes_1013() -> None:
         for seq in range(1, 300):  # the writer has no chance to run in between
             conn.push_message(seq, f"m{seq}", 0.0)
     assert ws.closed_with == (1013, "too slow to read its messages")
+
+
+class StoreDownAtFirst:
+    """A store whose first *failures* reads are refused (unavailable), then hold one message."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.reads: list[float] = []
+
+    async def pending(self, device_id: str, after_seq: int, limit: int) -> list[Any]:
+        self.reads.append(trio.current_time())
+        if len(self.reads) <= self.failures:
+            raise StoreUnavailable("connection refused")
+        message = QueuedMessage("m1", 1, "d1", "u0", "d0", "alice", "c1", "hello", NOW)
+        return [message] if after_seq < 1 else []
+
+
+async def test_a_replay_the_store_refuses_is_retried_and_the_socket_stays_open(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The store down when a device connects: no 1011; the replay is tried again after 1 s,
+    then 2 s, and the stored message arrives once the store answers."""
+    metrics, ws, store = Metrics(), FakeSocket([]), StoreDownAtFirst(failures=2)
+    conn = connection(ws, metrics, store)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        with trio.fail_after(10):
+            while not any('"type":"message"' in frame for frame in ws.sent):
+                await trio.sleep(0.5)
+        assert ws.closed_with is None
+        await ws.aclose(1000, "client bye")
+    assert [round(b - a, 1) for a, b in pairwise(store.reads)] == [1.0, 2.0]
+    assert closed(metrics, "1011") == 0
+
+
+class QueueOf:
+    """A store holding these unacked messages (by seq) for the device."""
+
+    def __init__(self, *seqs: int) -> None:
+        self.seqs = list(seqs)
+
+    async def pending(self, device_id: str, after_seq: int, limit: int) -> list[Any]:
+        return [
+            QueuedMessage(f"m{seq}", seq, "d1", "u0", "d0", "alice", f"c{seq}", "x", NOW)
+            for seq in self.seqs
+            if seq > after_seq
+        ][:limit]
+
+
+def ids_sent(ws: FakeSocket) -> list[str]:
+    return [frame.split('"id":"')[1].split('"')[0] for frame in ws.sent if '"message"' in frame]
+
+
+async def test_a_catch_up_fills_the_gap_a_lost_push_left_behind_a_live_one() -> None:
+    """Pushes of seq 3 and 4 were lost (a bus outage), 5 came live: the catch-up reads from
+    the last replay, so 3 and 4 are sent, then 5 again (unacked: at-least-once)."""
+    metrics, ws, store = Metrics(), FakeSocket([]), QueueOf(1, 2)
+    conn = connection(ws, metrics, store)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert ids_sent(ws) == ["m1", "m2"]  # the replay on connect
+        store.seqs += [3, 4, 5]
+        conn.push_message(5, '{"type":"message","id":"m5"}', 0.0)
+        await trio.testing.wait_all_tasks_blocked()
+        conn.catch_up()
+        await trio.testing.wait_all_tasks_blocked()
+        await ws.aclose(1000, "client bye")
+    assert ids_sent(ws) == ["m1", "m2", "m5", "m3", "m4", "m5"]
