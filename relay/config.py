@@ -142,7 +142,8 @@ class AuthConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
 class KeysConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_prekeys_per_upload: Count = 100
     low_water: Count = 10
-    fetch_rate_per_minute: Count = 60
+    fetch_rate_per_minute: Count = 60  # per requesting device ...
+    fetch_rate_per_user_per_minute: Count = 120  # ... and per requesting user
     target_fetch_rate_per_minute: Count = 30
 
 

@@ -90,12 +90,13 @@ class KeyService:
     async def fetch(self, caller: AccessClaims, username: str, device_id: str | None) -> Fetched:
         """Rate-limit, then hand out one bundle per device (each consuming a prekey).
 
-        Raises TooMany (either fetch limit) or NotFound (``user_not_found``,
-        ``device_not_found``, ``no_keys``). Both limits are taken before the
+        Raises TooMany (any of the three fetch limits) or NotFound (``user_not_found``,
+        ``device_not_found``, ``no_keys``). The limits are taken before the
         store is asked, so a refused fetch consumes no prekey.
         """
         folded = username.lower()
         await self._take(names.KEYS_FETCH, caller.device_id, caller.device_id)
+        await self._take(names.KEYS_FETCH_USER, caller.user_id, caller.device_id)
         await self._take(names.KEYS_TARGET, target_key(folded, device_id), caller.device_id)
         user = await self._store.get_user_by_name(folded)
         if user is None:

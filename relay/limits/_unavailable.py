@@ -25,6 +25,7 @@ from .names import (
     HANDSHAKE,
     HANDSHAKE_USER,
     KEYS_FETCH,
+    KEYS_FETCH_USER,
     KEYS_TARGET,
     LOGIN,
     LOGIN_FAILURES,
@@ -56,6 +57,7 @@ FAIL_MODES: Mapping[str, FailMode] = {
     SEND: FailMode.OPEN,
     SEND_USER: FailMode.OPEN,
     KEYS_FETCH: FailMode.OPEN,
+    KEYS_FETCH_USER: FailMode.OPEN,
     KEYS_TARGET: FailMode.OPEN,
 }
 """Every limit and lockout relay defines, and its mode."""

@@ -28,7 +28,11 @@ Grant = dict[str, Any]
 Upload = dict[str, Any]
 
 # A relay whose fetch limits never get in the way of the test.
-UNLIMITED = {"keys__fetch_rate_per_minute": 10_000, "keys__target_fetch_rate_per_minute": 10_000}
+UNLIMITED = {
+    "keys__fetch_rate_per_minute": 10_000,
+    "keys__fetch_rate_per_user_per_minute": 10_000,
+    "keys__target_fetch_rate_per_minute": 10_000,
+}
 
 
 async def account(client: httpx.AsyncClient, name: str) -> Grant:
@@ -580,6 +584,21 @@ async def test_fetches_are_rate_limited_per_requesting_device(relay_with: RelayF
         assert (await fetch(client, alice, "bob")).status_code == 200
     assert_rate_limited(await fetch(client, alice, "bob"), at_most=30)
     assert (await count(client, bob))["one_time_prekeys"] == 3
+    assert (await fetch(client, carol, "bob")).status_code == 200
+
+
+async def test_fetches_are_rate_limited_per_requesting_user(relay_with: RelayFactory) -> None:
+    """Over keys.fetch_rate_per_user_per_minute, a user's devices together get 429: more
+    devices buy no more fetches (and drain no more prekeys)."""
+    _, client = await relay_with(keys__fetch_rate_per_user_per_minute=3)
+    bob, alice = await account(client, "bob"), await account(client, "alice")
+    carol = await account(client, "carol")
+    phone = await device(client, alice, "phone")
+    await uploaded(client, bob, 5)
+    for fetcher in (alice, phone, alice):
+        assert (await fetch(client, fetcher, "bob")).status_code == 200
+    assert_rate_limited(await fetch(client, phone, "bob"), at_most=30)
+    assert (await count(client, bob))["one_time_prekeys"] == 2
     assert (await fetch(client, carol, "bob")).status_code == 200
 
 
