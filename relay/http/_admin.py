@@ -84,6 +84,11 @@ def create_admin_app(services: Services, live: LiveView) -> Quart:
     @guarded
     async def revoke() -> Response:
         body = await read_body(Revocations)
+        # In the store too (refresh tokens die): the caller may not have done it
+        # (``relay user`` has; then this finds them revoked already, harmlessly).
+        now = services.wall_clock()
+        for session_id in body.session_ids:
+            await services.store.revoke_session(session_id, now)
         await services.auth.revoker.revoke(body.session_ids, body.reason)
         return json_response({"revoked": len(body.session_ids)})
 

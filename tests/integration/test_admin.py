@@ -81,6 +81,18 @@ async def test_revoking_sessions_closes_their_sockets(relay_with: RelayFactory) 
     assert (await http.get("/api/devices", headers=bearer(alice))).status_code == 401
 
 
+async def test_revoking_sessions_kills_their_refresh_tokens(relay_with: RelayFactory) -> None:
+    """POST /admin/sessions/revoke ends the session in the store: refreshing it is 401."""
+    relay, http = await relay_with(admin__enabled=True, admin__port=0)
+    alice = await signed_up(http, "alice")
+    async with admin(relay) as operator:
+        await operator.post("/admin/sessions/revoke", json={"session_ids": [alice["session_id"]]})
+    refreshed = await http.post(
+        "/api/token/refresh", json={"refresh_token": alice["refresh_token"]}
+    )
+    assert refreshed.status_code == 401
+
+
 @pytest.mark.parametrize("token", [None, "not-the-token"])
 async def test_with_a_token_every_request_must_carry_it(
     relay_with: RelayFactory, token: str | None
