@@ -132,3 +132,33 @@ async def resend_until_accepted(ws: WsClient, cid: str, body: Any) -> str:
                 return message_id
             assert (frame["type"], frame["code"]) == ("error", "store_unavailable"), frame
             await trio.sleep(0.1)
+
+
+async def test_nul_characters_in_client_text_are_kept_and_harm_nothing(
+    on_postgres: tuple[Relay, httpx.AsyncClient],
+) -> None:
+    """PostgreSQL text cannot hold NUL, so the store keeps client text as bytes: a device
+    name, a send id and an ack id with a NUL work like any other, and fail no batch."""
+    relay, http = on_postgres
+    alice, bob = await alice_and_bob(http)
+    named = await http.post(
+        "/api/login",
+        json={"username": "alice", "password": "correct horse battery", "device_name": "a\x00b"},
+    )
+    devices = (await http.get("/api/devices", headers=bearer(named.json()))).json()["devices"]
+    assert "a\x00b" in [d["name"] for d in devices]
+    async with connect(relay, alice["access_token"]) as a, connect(
+        relay, bob["access_token"]
+    ) as b:
+        await a.expect("ready")
+        await b.expect("ready")
+        await a.send(type="send", id="nul\x00id", to="bob", body="x")
+        await a.send(type="send", id="plain", to="bob", body="y")
+        assert [(await a.expect("accepted"))["id"] for _ in range(2)] == ["nul\x00id", "plain"]
+        first, second = await b.expect("message"), await b.expect("message")
+        assert (first["body"], second["body"]) == ("x", "y")
+        await b.send(type="ack", ids=["m\x00", first["id"], second["id"]])
+    store = relay.services.store
+    with trio.fail_after(5):  # acks are committed in batches (store.ack_delay)
+        while await store.pending(bob["device_id"], 0, 10):
+            await trio.sleep(0.05)
