@@ -56,7 +56,9 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # One write per line (text and newline together): worker processes
+        # share the supervisor's stderr, and two writes per line interleave.
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
     # Libraries (hypercorn, trio-websocket) log through the standard library:
