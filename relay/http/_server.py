@@ -202,6 +202,9 @@ async def serve_app(
                         handler_nursery=connections,
                         on_turnaway=turned_away,
                         on_out_of_descriptors=lambda: services.log.error("net.out_of_descriptors"),
+                        on_handler_error=lambda source, exc: sampler.error(
+                            services.log, f"{name}.connection_error", source, exc_info=exc
+                        ),
                         task_status=task_status,
                     )
                 )

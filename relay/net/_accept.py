@@ -24,6 +24,7 @@ from ._source import source_of
 
 Handler = Callable[[trio.SocketStream, Ticket], Awaitable[None]]
 OnTurnaway = Callable[[str, Turnaway], None]
+OnHandlerError = Callable[[str, Exception], None]
 
 LINGER = 1.0
 """Seconds a turned-away socket may take to send its request and read the answer."""
@@ -43,6 +44,7 @@ async def serve_admitted(
     handler_nursery: trio.Nursery,
     on_turnaway: OnTurnaway,
     on_out_of_descriptors: Callable[[], None] = lambda: None,
+    on_handler_error: OnHandlerError,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept on every listener until cancelled; never returns otherwise.
@@ -51,6 +53,11 @@ async def serve_admitted(
     Running out of file descriptors is reported through
     *on_out_of_descriptors* and retried after a short pause, as
     ``trio.serve_listeners`` does; any other accept error propagates.
+
+    A handler that raises ends its own connection only: the error goes to
+    *on_handler_error* (with the peer's source) and accepting goes on, so
+    that no one peer's socket, whatever state it is in, can stop the server
+    (unlike ``trio.serve_listeners``, where it would).
     """
     lingering = ConnectionSlots(total=MAX_LINGERING)
 
@@ -67,7 +74,7 @@ async def serve_admitted(
             source = peer_ip(stream)
             verdict = admission.admit(source)
             if isinstance(verdict, Ticket):
-                handler_nursery.start_soon(_serve, handler, stream, verdict)
+                handler_nursery.start_soon(_serve, handler, stream, verdict, on_handler_error)
                 continue
             on_turnaway(source, verdict)
             if not _answer_now(stream, verdict.response):
@@ -82,9 +89,13 @@ async def serve_admitted(
         task_status.started()
 
 
-async def _serve(handler: Handler, stream: trio.SocketStream, ticket: Ticket) -> None:
+async def _serve(
+    handler: Handler, stream: trio.SocketStream, ticket: Ticket, on_error: OnHandlerError
+) -> None:
     try:
         await handler(stream, ticket)
+    except Exception as exc:  # one connection's failure is its own
+        on_error(ticket.source, exc)
     finally:
         ticket.give_back()
         await trio.aclose_forcefully(stream)

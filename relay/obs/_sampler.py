@@ -49,3 +49,11 @@ class LogSampler:
         suppressed = self.admit(event, source, self._clock())
         if suppressed is not None:
             log.warning(event, ip=source, suppressed=suppressed, **fields)
+
+    def error(self, log: Any, event: str, source: str, /, **fields: Any) -> None:
+        """Like :meth:`warn`, at error level (an unexpected failure a peer can repeat)."""
+        if self._clock is None:
+            raise RuntimeError("LogSampler.error needs the clock given at construction")
+        suppressed = self.admit(event, source, self._clock())
+        if suppressed is not None:
+            log.error(event, ip=source, suppressed=suppressed, **fields)

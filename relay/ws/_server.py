@@ -36,7 +36,6 @@ from ..net import (
     Turnaway,
     open_listeners,
     serve_admitted,
-    source_of,
 )
 from ..obs import LogSampler
 from ..services import Services
@@ -89,6 +88,7 @@ class WsServer:
             lambda: max(self.registry.queue_depths(), default=0)
         )
         self.heartbeats = Heartbeats()
+        self._errors = LogSampler(services.clock)  # one traceback per IP per 10 s
         self._usernames: OrderedDict[str, str] = OrderedDict()
         self._ctx = ConnectionContext(
             config=config,
@@ -153,6 +153,7 @@ class WsServer:
                                 on_out_of_descriptors=lambda: self._log.error(
                                     "net.out_of_descriptors"
                                 ),
+                                on_handler_error=self._on_handler_error,
                                 task_status=task_status,
                             )
                         )
@@ -189,6 +190,9 @@ class WsServer:
     def _shed_check(self, ip: str) -> float | None:
         return self._services.limits.blocked_for(names.HANDSHAKE, ip)
 
+    def _on_handler_error(self, ip: str, exc: Exception) -> None:
+        self._errors.error(self._log, "ws.connection_error", ip, exc_info=exc)
+
     def _on_turnaway(self, ip: str, turnaway: Turnaway) -> None:
         if turnaway.reason == "shed":
             self._metrics.ws_handshakes.labels("rate_limited").inc()
@@ -202,7 +206,10 @@ class WsServer:
     async def _handle(self, request: WebSocketRequest) -> None:
         """One handshake and, if admitted, one connection. Never raises."""
         structlog.contextvars.bind_contextvars(conn_id=secrets.token_hex(6))
-        ip = _ip(request)
+        ticket = _TICKET.get(None)
+        # The accept loop read the peer's address while the socket was fresh:
+        # asking the socket again fails (ENOTCONN) once the peer has reset.
+        ip = ticket.source if ticket is not None else "unknown"
         try:
             await self._admit_and_serve(request, ip)
         except Exception:
@@ -318,7 +325,3 @@ class WsServer:
         except StoreUnavailable:
             self._log.warning("ws.last_seen_unrecorded")
 
-
-def _ip(request: WebSocketRequest) -> str:
-    remote = request.remote
-    return source_of(str(getattr(remote, "address", remote)))

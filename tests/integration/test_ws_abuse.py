@@ -196,3 +196,30 @@ async def test_handshakes_per_user_are_limited_from_any_ip(relay_with: RelayFact
         b"Authorization: Bearer " + token + b"\r\n\r\n"
     )
     assert (await read_all(stream)).startswith(b"HTTP/1.1 429 ")
+
+
+async def test_a_peer_that_resets_right_after_its_upgrade_request_stops_nothing(
+    relay_with: RelayFactory,
+) -> None:
+    """A socket reset at any point of its handshake costs that socket only.
+
+    Found under a handshake flood: a peer gone before the handler asked the
+    socket for its address (ENOTCONN) crashed the whole WebSocket server.
+    The reset lands after a varying number of scheduler steps, so that some
+    attempt falls in each window between the accept and the handler.
+    """
+    relay, http = await relay_with(ws__handshake_burst=200, ws__handshake_rate_per_minute=200)
+    alice = await signed_up(http, "alice")
+    request = WSConnection(ConnectionType.CLIENT).send(
+        Request(host="x", target="/ws", extra_headers=[(b"origin", b"http://elsewhere")])
+    )
+    for steps in range(40):
+        for _ in range(3):
+            stream = await trio.open_tcp_stream("127.0.0.1", relay.bound.ws_port)
+            await stream.send_all(request)
+            for _ in range(steps):
+                await trio.lowlevel.checkpoint()
+            reset(stream)
+    await trio.sleep(0.2)
+    async with connect(relay, alice["access_token"]) as ws:
+        await ws.expect("ready")
