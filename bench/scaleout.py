@@ -84,13 +84,15 @@ class Config:
     processes: int
     redis: bool  # bus and limits on Redis (else in memory)
     store: str  # "sqlite" or "postgres"
+    cross: bool = True  # with 2 processes: half the pairs cross (else none: an ablation)
 
     @property
     def label(self) -> str:
         bus = "Redis bus + limits" if self.redis else "memory bus + limits"
         store = "SQLite" if self.store == "sqlite" else "PostgreSQL"
         n = f"{self.processes} process{'es' if self.processes > 1 else ''}"
-        return f"{n}, {bus}, {store}"
+        crossing = "" if self.cross or self.processes == 1 else ", no pair crosses processes"
+        return f"{n}, {bus}, {store}{crossing}"
 
 
 CONFIGS = (
@@ -99,7 +101,12 @@ CONFIGS = (
     Config("redis-sqlite-2", 2, True, "sqlite"),
     Config("redis-pg-1", 1, True, "postgres"),
     Config("redis-pg-2", 2, True, "postgres"),
+    # Ablations (only with --only): both ends of every pair on one process, so the
+    # bus carries nothing: what 2 processes cost without any coordination.
+    Config("redis-sqlite-2-local", 2, True, "sqlite", cross=False),
+    Config("redis-pg-2-local", 2, True, "postgres", cross=False),
 )
+DEFAULT = ("embedded", "redis-sqlite-1", "redis-sqlite-2", "redis-pg-1", "redis-pg-2")
 PAIRS_OF_CONFIGS = {"sqlite": ("redis-sqlite-1", "redis-sqlite-2"),
                     "postgres": ("redis-pg-1", "redis-pg-2")}
 
@@ -116,9 +123,10 @@ class Params:
 
     @classmethod
     def make(cls, args: argparse.Namespace) -> Params:
+        rates = tuple(int(r) for r in args.rates.split(",") if r) if args.rates else None
         if args.quick:
-            return cls(True, args.runs or 1, 2.0, 0.5, (1000,))
-        return cls(False, args.runs or 3, 10.0, 2.0, (300, 1000))
+            return cls(True, args.runs or 1, 2.0, 0.5, rates or (1000,))
+        return cls(False, args.runs or 3, 10.0, 2.0, rates or (300, 1000))
 
 
 # --- engines -------------------------------------------------------------------------------
@@ -259,7 +267,7 @@ def gen_command(c: Cluster, p: Params, *args: str) -> list[str]:
     return ["node", str(h.GEN), "messages", "--ws", c.ws, "--http", c.servers[0].http_url,
             "--json", "-", "--quiet", "--pairs", str(p.pairs), "--ack", "each",
             "--sources", SOURCES, "--duration", f"{p.seconds:g}", "--warmup", f"{p.warmup:g}",
-            *args]
+            *([] if c.config.cross else ["--no-cross"]), *args]
 
 
 def run_once(c: Cluster, p: Params, load: list[str], accounts: Path,
@@ -560,8 +568,37 @@ def bound_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def us_per_msg(samples: int, run: dict[str, Any], hz: int) -> float | None:
+    """py-spy samples of a function as µs per delivered message (a sample = 1/hz s)."""
+    return round(samples * 1e6 / hz / run["delivered"], 1) if run.get("delivered") else None
+
+
+def profile_compare(data: dict[str, Any], top: int = 30) -> list[str]:
+    """Inclusive µs/msg of the busiest functions, every profiled configuration side by side
+    (relay processes summed): what grows from one configuration to the next."""
+    profiled = {k: c["profile"] for k, c in data["configs"].items() if c.get("profile")}
+    if len(profiled) < 2:
+        return []
+    per: dict[str, dict[str, float | None]] = {}
+    for key, prof in profiled.items():
+        counts: dict[str, int] = {}
+        for proc in prof["py_spy"]:
+            for name, n, _ in proc["inclusive"]:
+                counts[name] = counts.get(name, 0) + n
+        for name, n in counts.items():
+            per.setdefault(name, {})[key] = us_per_msg(n, prof["run"], prof["py_spy_rate_hz"])
+    first = next(iter(profiled))
+    order = sorted(per, key=lambda name: -max(v or 0 for v in per[name].values()))
+    rows = [[name, *(per[name].get(k) for k in profiled)] for name in order[:top]]
+    return [f"## Profiles compared: inclusive µs per delivered message (py-spy samples {TIMES} "
+            f"{1e6 / profiled[first]['py_spy_rate_hz']:g} µs ÷ messages delivered in the "
+            "profiled window; every relay process summed; threads sampled when not idle, so "
+            "a thread waiting for the GIL counts too; a blank: not in that profile's top 40)",
+            "", h.md_table(["function", *(f"`{k}`" for k in profiled)], rows), ""]
+
+
 def profile_lines(data: dict[str, Any], top: int = 15) -> list[str]:
-    lines: list[str] = []
+    lines: list[str] = profile_compare(data)
     for key, cfg in data["configs"].items():
         prof = cfg.get("profile")
         if not prof:
@@ -572,10 +609,12 @@ def profile_lines(data: dict[str, Any], top: int = 15) -> list[str]:
                   f"{run['delivered_per_s']:.0f} msgs/s, relay {f0(run['us_per_msg']['relay'])} "
                   "µs/msg. Share of the process's samples (threads not idle), relay process 1:", ""]
         first = prof["py_spy"][0]
-        incl = [[name, f"{share:.1f}%"] for name, _, share in first["inclusive"][:top]]
+        hz = prof["py_spy_rate_hz"]
+        incl = [[name, f"{share:.1f}%", us_per_msg(n, run, hz) if len(prof["py_spy"]) == 1
+                 else None] for name, n, share in first["inclusive"][:top]]
         own = [[name, f"{share:.1f}%"] for name, _, share in first["self"][:top]]
         lines += [f"{first['samples']} samples. Inclusive:", "",
-                  h.md_table(["function", "inclusive"], incl), "", "Self:", "",
+                  h.md_table(["function", "inclusive", "µs/msg"], incl), "", "Self:", "",
                   h.md_table(["function", "self"], own), ""]
     return lines
 
@@ -664,12 +703,17 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one short run each: a smoke check")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (3; quick: 1)")
-    parser.add_argument("--only", default=",".join(c.key for c in CONFIGS),
-                        help="configurations, e.g. redis-pg-1,redis-pg-2")
+    parser.add_argument("--rates", default=None,
+                        help="open-loop rates, comma-separated (300,1000; quick: 1000)")
+    parser.add_argument("--only", default=",".join(DEFAULT),
+                        help="configurations, e.g. redis-pg-1,redis-pg-2 (also the ablations "
+                             "redis-sqlite-2-local, redis-pg-2-local)")
     parser.add_argument("--redis-url", default=REDIS_URL, help=f"Redis ({REDIS_URL})")
     parser.add_argument("--pg-url", default=PG_URL,
                         help=f"PostgreSQL server, no database ({PG_URL})")
     parser.add_argument("--name", default="scaleout", help="results file name (scaleout)")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="measure nothing: rewrite results/NAME.md from results/NAME.json")
     parser.add_argument("--profile", default="",
                         help="configurations to profile: one more saturation run each, "
                              "py-spy on every relay process")
@@ -678,6 +722,12 @@ def main() -> None:
     unknown = set(only) - {c.key for c in CONFIGS}
     if unknown:
         parser.error(f"unknown configuration(s): {', '.join(sorted(unknown))}")
+    if args.rewrite:
+        data = json.loads((h.RESULTS / f"{args.name}.json").read_text())
+        data["goals"] = goals(data)
+        h.write_results(args.name, data, markdown(data))
+        print(summary(data))
+        return
     p = Params.make(args)
     started = time.monotonic()
     machine = h.machine()

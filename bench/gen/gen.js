@@ -51,6 +51,7 @@ const OPTIONS = {
   window: { type: 'string' },
   ack: { type: 'string', default: 'each' },
   'body-bytes': { type: 'string', default: '0' },
+  'no-cross': { type: 'boolean', default: false },
   // echo, idle
   connections: { type: 'string', default: '100' },
   // handshakes
@@ -67,7 +68,8 @@ const OPTIONS = {
 };
 
 const USAGE = `usage: node gen.js MODE --ws URL [--http URL | --peer] [options]   (see README.md)
-modes: messages (--pairs N --rate R | --window W, --ack each|batch|none; --ws URL,URL,…)
+modes: messages (--pairs N --rate R | --window W, --ack each|batch|none;
+                 --ws URL,URL,… [--no-cross])
        echo (--connections N --window W)
        handshakes (--concurrency C --accounts K [--no-ready])
        idle (--connections N --hold S --per-account C [--no-ready])
@@ -96,7 +98,7 @@ function options(values, mode) {
     drain: num('drain'),
     pairs: num('pairs'), rate: values.rate ? num('rate') : null,
     window: values.window ? num('window') : null, ack: values.ack,
-    bodyBytes: num('body-bytes'), connections: num('connections'),
+    bodyBytes: num('body-bytes'), noCross: values['no-cross'], connections: num('connections'),
     concurrency: num('concurrency'), accounts: num('accounts'), noReady: values['no-ready'],
     timeout: num('timeout'), perAccount: Math.max(1, num('per-account')),
     openConcurrency: Math.max(1, num('open-concurrency')), quiet: values.quiet,

@@ -29,7 +29,8 @@ function accountsNeeded(opts) {
 // several --ws URLs (servers sharing a store and a bus), pair i's sender
 // dials URL[i % n] and its receiver URL[(i + floor(i / n)) % n]: every
 // server gets as many connections, and about half the pairs cross servers
-// (with n = 2: pairs 0 and 1 stay, 2 and 3 cross, 4 and 5 stay, ...).
+// (with n = 2: pairs 0 and 1 stay, 2 and 3 cross, 4 and 5 stay, ...);
+// --no-cross: none does (both ends of a pair on one server).
 function split(opts, accounts, procs) {
   const n = opts.ws.split(',').length;
   const pairs = [];
@@ -37,7 +38,7 @@ function split(opts, accounts, procs) {
     const sender = opts.peer ? { username: `s${i}` } : accounts[2 * i];
     const receiver = opts.peer ? { username: `r${i}` } : accounts[2 * i + 1];
     pairs.push({ sender, receiver, to: receiver.username, source: pick(opts.sources, i),
-      senderAt: i % n, receiverAt: (i + Math.floor(i / n)) % n });
+      senderAt: i % n, receiverAt: opts.noCross ? i % n : (i + Math.floor(i / n)) % n });
   }
   return Array.from({ length: procs }, (_, w) => {
     const mine = pairs.filter((_, i) => i % procs === w);
