@@ -183,6 +183,7 @@ class Cluster:
     servers: list[h.Server]
     redis_prefix: str | None
     database: str | None
+    pg_url: str = PG_URL
 
     @property
     def ws(self) -> str:
@@ -208,7 +209,7 @@ def cluster(cfg: Config, redis_url: str, pg_url: str) -> Iterator[Cluster]:
             env |= {"RELAY_STORE_BACKEND": "postgres", "RELAY_STORE_DSN": f"{pg_url}/{database}"}
         for _ in range(cfg.processes):  # one after the other: the first migrates the store
             servers.append(h.start_relay(env, tree=h.ROOT, cpus=None))
-        yield Cluster(cfg, servers, prefix, database)
+        yield Cluster(cfg, servers, prefix, database, pg_url)
     finally:
         for server in servers:
             server.stop()
@@ -300,8 +301,15 @@ def run_once(c: Cluster, p: Params, load: list[str], accounts: Path,
                 spies = [subprocess.Popen(pyspy_command(s, p, profile_dir / f"relay{i + 1}.txt"),
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                          for i, s in enumerate(c.servers)]
+            pg0 = pg_stats(c)
+            waits: dict[str, int] = {}
+            while c.database and time.time() < t1 - 0.5:  # what its backends are doing
+                time.sleep(0.5)
+                for state in pg_activity(c):
+                    waits[state] = waits.get(state, 0) + 1
             sleep_until(t1)
             s1 = Snap.take()
+            pg1 = pg_stats(c)
             out, err = gen.communicate(timeout=120)
         finally:
             if gen.poll() is None:
@@ -317,7 +325,38 @@ def run_once(c: Cluster, p: Params, load: list[str], accounts: Path,
         raise h.GenError(f"gen exited {gen.returncode}: {err[-1500:]}")
     report: dict[str, Any] = json.loads(out)
     report["bench_command"] = cmd
-    return figures(c, (s0, s1), report, gen.pid)
+    run = figures(c, (s0, s1), report, gen.pid)
+    if pg0 and pg1:
+        commits = pg1["xact_commit"] - pg0["xact_commit"]
+        run["postgres_stats"] = {
+            "xact_commit": commits, "xact_rollback": pg1["xact_rollback"] - pg0["xact_rollback"],
+            "messages_per_commit": round(run["delivered"] / commits, 2) if commits else None,
+            "backend_states": dict(sorted(waits.items(), key=lambda kv: -kv[1])),
+        }
+    return run
+
+
+def pg_stats(c: Cluster) -> dict[str, int] | None:
+    """The configuration's database's transaction counters (pg_stat_database)."""
+    if not c.database:
+        return None
+    import psycopg
+
+    with psycopg.connect(f"{c.pg_url}/postgres", autocommit=True) as conn:
+        row = conn.execute("SELECT xact_commit, xact_rollback FROM pg_stat_database"
+                           " WHERE datname = %s", (c.database,)).fetchone()
+    return {"xact_commit": int(row[0]), "xact_rollback": int(row[1])} if row else None
+
+
+def pg_activity(c: Cluster) -> list[str]:
+    """``state/wait_event`` of every backend on the configuration's database, now."""
+    import psycopg
+
+    with psycopg.connect(f"{c.pg_url}/postgres", autocommit=True) as conn:
+        rows = conn.execute("SELECT state, wait_event_type, wait_event FROM pg_stat_activity"
+                            " WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (c.database,)).fetchall()
+    return [f"{r[0]}/{r[1] or '-'}:{r[2] or '-'}" for r in rows]
 
 
 def pyspy_command(server: h.Server, p: Params, out: Path) -> list[str]:
@@ -424,6 +463,10 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
         h.median([r["relay_cores_per_process"][i] for r in runs])
         for i in range(len(runs[0]["relay_cores_per_process"]))]
     out["bound_by"] = [r["bound_by"] for r in runs]
+    stats = [r["postgres_stats"] for r in runs if r.get("postgres_stats")]
+    if stats:
+        out["postgres_messages_per_commit"] = h.median(
+            [x["messages_per_commit"] for x in stats if x["messages_per_commit"]])
     return out
 
 
