@@ -169,11 +169,12 @@ LISTENING_PEER = re.compile(r"LISTENING (\d+)")
 
 
 def start_relay(extra_env: dict[str, str] | None = None, *, tree: Path | None = None,
-                log_level: str = "info") -> Server:
+                log_level: str = "info", cpus: str | None = SERVER_CORE) -> Server:
     """``taskset -c 0 python -m relay serve`` on a scratch store in a temp dir.
 
     *tree*: run relay from another checkout (a git worktree) instead of this
     one: its directory becomes the cwd and the first entry of PYTHONPATH.
+    *cpus*: the ``taskset -c`` list (None: not pinned, every core).
     """
     tmp = tempfile.TemporaryDirectory(prefix="relay-bench-")
     env = {
@@ -189,7 +190,8 @@ def start_relay(extra_env: dict[str, str] | None = None, *, tree: Path | None = 
     full_env = {**os.environ, **env}
     if tree is not None:
         full_env["PYTHONPATH"] = str(tree)
-    command = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "relay", "serve"]
+    pin = ["taskset", "-c", cpus] if cpus else []
+    command = [*pin, sys.executable, "-m", "relay", "serve"]
     log_path = Path(tmp.name) / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(command, env=full_env, cwd=workdir, stdout=log,

@@ -16,7 +16,8 @@ def _name(frame: str) -> str:
     if not m:
         return frame.strip()
     path = m.group("file")
-    for marker in ("site-packages/", "/work/main/", "/tmp/relay-before/", "lib/python3.11/"):
+    for marker in ("site-packages/", "/work/main/", "/tmp/relay-before/", "lib/python3.11/",
+                   f"{Path(__file__).resolve().parents[1]}/"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break

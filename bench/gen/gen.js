@@ -4,6 +4,10 @@
 //
 //   node gen.js MODE --ws ws://127.0.0.1:PORT/ws [--http http://127.0.0.1:PORT | --peer] [options]
 //
+// messages: --ws URL,URL,… spreads the pairs over several servers sharing one
+// store (several relay processes): pair i's sender on URL[i % n], its
+// receiver on URL[(i + floor(i / n)) % n], so about half the pairs cross.
+//
 // MODE is messages, echo, handshakes, idle or pair. The coordinator (this
 // process) creates relay accounts if needed (--http), splits the work over
 // --procs worker processes (forked copies of this file; with --procs 1 the
@@ -47,6 +51,7 @@ const OPTIONS = {
   window: { type: 'string' },
   ack: { type: 'string', default: 'each' },
   'body-bytes': { type: 'string', default: '0' },
+  'no-cross': { type: 'boolean', default: false },
   // echo, idle
   connections: { type: 'string', default: '100' },
   // handshakes
@@ -63,7 +68,8 @@ const OPTIONS = {
 };
 
 const USAGE = `usage: node gen.js MODE --ws URL [--http URL | --peer] [options]   (see README.md)
-modes: messages (--pairs N --rate R | --window W, --ack each|batch|none)
+modes: messages (--pairs N --rate R | --window W, --ack each|batch|none;
+                 --ws URL,URL,… [--no-cross])
        echo (--connections N --window W)
        handshakes (--concurrency C --accounts K [--no-ready])
        idle (--connections N --hold S --per-account C [--no-ready])
@@ -92,7 +98,7 @@ function options(values, mode) {
     drain: num('drain'),
     pairs: num('pairs'), rate: values.rate ? num('rate') : null,
     window: values.window ? num('window') : null, ack: values.ack,
-    bodyBytes: num('body-bytes'), connections: num('connections'),
+    bodyBytes: num('body-bytes'), noCross: values['no-cross'], connections: num('connections'),
     concurrency: num('concurrency'), accounts: num('accounts'), noReady: values['no-ready'],
     timeout: num('timeout'), perAccount: Math.max(1, num('per-account')),
     openConcurrency: Math.max(1, num('open-concurrency')), quiet: values.quiet,
@@ -104,6 +110,15 @@ function options(values, mode) {
   const warmDefault = { messages: 1, echo: 1, handshakes: 0.5, idle: 0, pair: 0 }[mode];
   opts.warmup = values.warmup !== undefined ? num('warmup') : warmDefault;
   if (!opts.ws) fail('--ws is required');
+  const urls = opts.ws.split(',');
+  if (urls.length > 1 && mode !== 'messages') fail('several --ws URLs: messages mode only');
+  for (const url of urls) {
+    try {
+      parseTarget(url, opts.peer);
+    } catch (err) {
+      fail(`--ws: ${err.message}`);
+    }
+  }
   if (!opts.peer && !opts.http && mode !== 'echo') fail('--http (relay) or --peer is required');
   if (opts.http && !isLoopback(new URL(opts.http).hostname)) fail('--http must be loopback');
   for (const s of opts.sources) if (!isLoopback(s)) fail(`--sources must be loopback: ${s}`);
@@ -131,7 +146,8 @@ class LocalWorker {
 
   async setup() {
     const mode = MODES[this.opts.mode];
-    const out = await mode.setup(this.opts, this.share, parseTarget(this.opts.ws, this.opts.peer));
+    const targets = this.opts.ws.split(',').map((url) => parseTarget(url, this.opts.peer));
+    const out = await mode.setup(this.opts, this.share, targets[0], targets);
     this.state = out.state;
     return out.info;
   }

@@ -45,8 +45,9 @@ function pick(sources, i) {
 
 // Open one connection per spec, *concurrency* handshakes in flight; resolve
 // when every one is up (`ready` received if *expectReady*, else 101) or has
-// failed. spec: {who, handlers, source}. The caller's handlers get every
-// frame after `ready`; onUp(conn) is called once a connection is up.
+// failed. spec: {who, handlers, source, target} (target: this connection's
+// server, default *target*). The caller's handlers get every frame after
+// `ready`; onUp(conn) is called once a connection is up.
 // Resolves {conns (null where failed), failures: {kind: n}}.
 function openAll(target, specs, { concurrency = 100, expectReady = true, timeoutMs = 15000 }) {
   return new Promise((resolve) => {
@@ -108,7 +109,7 @@ function openAll(target, specs, { concurrency = 100, expectReady = true, timeout
           done(i, null, conn.error || (conn.closeCode ? `close:${conn.closeCode}` : 'closed'));
         },
       };
-      dial(target, spec.who, setupHandlers, { source: spec.source, timeoutMs });
+      dial(spec.target || target, spec.who, setupHandlers, { source: spec.source, timeoutMs });
     }
 
     function launch() {

@@ -25,13 +25,20 @@ function accountsNeeded(opts) {
   return 2 * opts.pairs;
 }
 
-// Pairs split over the processes (each pair whole in one process).
+// Pairs split over the processes (each pair whole in one process). With
+// several --ws URLs (servers sharing a store and a bus), pair i's sender
+// dials URL[i % n] and its receiver URL[(i + floor(i / n)) % n]: every
+// server gets as many connections, and about half the pairs cross servers
+// (with n = 2: pairs 0 and 1 stay, 2 and 3 cross, 4 and 5 stay, ...);
+// --no-cross: none does (both ends of a pair on one server).
 function split(opts, accounts, procs) {
+  const n = opts.ws.split(',').length;
   const pairs = [];
   for (let i = 0; i < opts.pairs; i++) {
     const sender = opts.peer ? { username: `s${i}` } : accounts[2 * i];
     const receiver = opts.peer ? { username: `r${i}` } : accounts[2 * i + 1];
-    pairs.push({ sender, receiver, to: receiver.username, source: pick(opts.sources, i) });
+    pairs.push({ sender, receiver, to: receiver.username, source: pick(opts.sources, i),
+      senderAt: i % n, receiverAt: opts.noCross ? i % n : (i + Math.floor(i / n)) % n });
   }
   return Array.from({ length: procs }, (_, w) => {
     const mine = pairs.filter((_, i) => i % procs === w);
@@ -39,7 +46,7 @@ function split(opts, accounts, procs) {
   });
 }
 
-async function setup(opts, share, target) {
+async function setup(opts, share, target, targets = [target]) {
   const ledger = new Ledger();
   const st = {
     opts, share, ledger, pairs: [], running: false, t0: Infinity, t1: Infinity,
@@ -56,8 +63,10 @@ async function setup(opts, share, target) {
   for (const p of share.pairs) {
     const pair = { to: p.to, sender: null, receiver: null, inFlight: 0, acks: [] };
     st.pairs.push(pair);
-    specs.push({ who: p.sender, source: p.source, handlers: senderHandlers(st, pair) });
-    specs.push({ who: p.receiver, source: p.source, handlers: receiverHandlers(st, pair) });
+    specs.push({ who: p.sender, source: p.source, target: targets[p.senderAt || 0],
+      handlers: senderHandlers(st, pair) });
+    specs.push({ who: p.receiver, source: p.source, target: targets[p.receiverAt || 0],
+      handlers: receiverHandlers(st, pair) });
   }
   const { conns, failures } = await openAll(target, specs, {
     concurrency: opts.openConcurrency, expectReady: true,
@@ -67,8 +76,9 @@ async function setup(opts, share, target) {
     pair.receiver = conns[2 * i + 1];
   });
   st.active = st.pairs.filter((p) => p.sender && p.receiver);
+  const crossing = share.pairs.filter((p) => (p.senderAt || 0) !== (p.receiverAt || 0)).length;
   return { state: st, info: { connected: conns.filter(Boolean).length, wanted: specs.length,
-    failures, active_pairs: st.active.length } };
+    failures, active_pairs: st.active.length, crossing_pairs: crossing } };
 }
 
 function disconnected(st) {
