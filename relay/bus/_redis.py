@@ -35,7 +35,7 @@ from ..limits import REDIS_UNREACHABLE, redis_client
 from ..obs import Logger, LogSampler
 from ._events import Event, MessageQueued, Resync, SessionRevoked
 from ._port import Sink
-from ._routing import DECODER, ENCODER, BusKeys, Envelope, Presence, narrowed, route, targets
+from ._routing import DECODER, BusKeys, Presence, envelopes, narrowed, route, targets
 
 FAILED: tuple[type[BaseException], ...] = (coredis.exceptions.RedisError, *REDIS_UNREACHABLE)
 
@@ -275,11 +275,11 @@ class RedisBus:
             return
         if envelope.origin == self.process_id and channel == self._keys.everyone:
             return  # our own broadcast: delivered here when it was published
-        event = envelope.event
-        if isinstance(event, Resync):
-            self._resync()
-        elif self._in_sync or not isinstance(event, MessageQueued):
-            self._deliver(event)
+        for event in envelope.events:  # all of them before any connection writes
+            if isinstance(event, Resync):
+                self._resync()
+            elif self._in_sync or not isinstance(event, MessageQueued):
+                self._deliver(event)
 
     async def _publish_forever(self) -> None:
         async for first in self._outgoing:
@@ -305,13 +305,18 @@ class RedisBus:
         if devices:
             found = await self._client.mget([self._keys.presence(d) for d in devices])
             owners = dict(zip(devices, found, strict=True))
+        shares: dict[str, list[Event]] = {}
         async with self._client.pipeline(transaction=False) as pipe:
             for event, remote in batch:
                 if isinstance(event, SessionRevoked):
                     self._queue_revocation(pipe, event)
                     continue
                 for owner, share in route(remote, owners, self.process_id).items():
-                    pipe.publish(self._keys.process(owner), self._encode(narrowed(event, share)))
+                    shares.setdefault(owner, []).append(narrowed(event, share))
+            # One publish per process for the whole batch (in order), not one per event.
+            for owner, events in shares.items():
+                for payload in envelopes(self.process_id, events):
+                    pipe.publish(self._keys.process(owner), payload)
 
     def _queue_revocation(self, pipe: Any, event: SessionRevoked) -> None:
         payload = self._encode(event)
@@ -375,7 +380,7 @@ class RedisBus:
             self._sink.handle(event)
 
     def _encode(self, event: Event) -> bytes:
-        return ENCODER.encode(Envelope(self.process_id, event))
+        return envelopes(self.process_id, [event])[0]
 
     def _missed(self, batch: list[tuple[Event, tuple[str, ...]]]) -> None:
         for event, _ in batch:

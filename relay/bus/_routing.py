@@ -8,12 +8,15 @@ Layout under ``[bus] prefix`` (``relay:`` by default)::
     {prefix}bus:revoked          stream: recent revocations, re-read after a lost subscription
 
 On the wire every message is an :class:`Envelope` as JSON: the publishing
-process and a typed event (msgspec's tagged union decodes it).
+process and typed events, in order (msgspec's tagged union decodes them).
+One publish carries every event of a batch for that process
+(:func:`envelopes`), so the receiver pushes them all before any connection
+writes: frames for one socket then share writes, as local deliveries do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -21,14 +24,43 @@ from ._events import Event, MessageQueued, PrekeysLow
 
 
 class Envelope(msgspec.Struct, frozen=True):
-    """One event on a channel, and the process that sent it."""
+    """Events on a channel, in order, and the process that sent them."""
 
     origin: str
-    event: Event
+    events: tuple[Event, ...]
 
 
 ENCODER = msgspec.json.Encoder()
 DECODER = msgspec.json.Decoder(Envelope)
+
+MAX_ENVELOPE_BYTES = 256 * 1024
+"""An envelope's events take about this much at most (one larger event goes alone).
+
+Keeps each pub/sub message far below Redis's output-buffer limits for
+subscribers, whatever the batch and the message bodies.
+"""
+
+
+def envelopes(
+    origin: str, events: Sequence[Event], max_bytes: int = MAX_ENVELOPE_BYTES
+) -> list[bytes]:
+    """*events*, in order, as few encoded :class:`Envelope` s as *max_bytes* allows."""
+    head = b'{"origin":' + ENCODER.encode(origin) + b',"events":['
+    out: list[bytes] = []
+    part: list[bytes] = []
+    size = 0
+    for event in events:
+        # Each event is encoded once; the envelope around them is joined by
+        # hand (the same JSON msgspec writes for an Envelope) to size it.
+        encoded = ENCODER.encode(event)
+        if part and size + len(encoded) > max_bytes:
+            out.append(head + b",".join(part) + b"]}")
+            part, size = [], 0
+        part.append(encoded)
+        size += len(encoded) + 1
+    if part:
+        out.append(head + b",".join(part) + b"]}")
+    return out
 
 
 class BusKeys:

@@ -131,6 +131,41 @@ async def test_a_message_reaches_only_the_process_holding_the_device(
     assert c.of(MessageQueued) == [] and len(b.of(MessageQueued)) == 1
 
 
+async def test_messages_queued_together_for_a_process_travel_as_one_publish(
+    processes: OpenProcess, redis_url: str, redis_prefix: str
+) -> None:
+    """Twenty messages for B published at once: B gets all, in order, in a few publishes.
+
+    One publish per event made B push, and its sockets write, one frame at a
+    time; a batch for B now crosses (and is pushed) whole.
+    """
+    a, b = await processes(), await processes()
+    await b.bus.announce("dB")
+    publishes = 0
+    async with redis_client(redis_url) as raw, raw.pubsub(
+        channels=[BusKeys(redis_prefix).process(b.bus.process_id)]
+    ) as watcher:
+
+        async def count() -> None:
+            nonlocal publishes
+            async for message in watcher:
+                if message["type"] == "message":
+                    publishes += 1
+
+        async with trio.open_nursery() as counting:
+            counting.start_soon(count)
+            await trio.sleep(0.1)  # the watcher is subscribed
+            for seq in range(1, 21):
+                await a.bus.publish(message("dB", seq=seq))
+            await until(lambda: len(b.of(MessageQueued)) == 20)
+            await trio.sleep(0.1)
+            counting.cancel_scope.cancel()
+    assert [e.seq for e in b.of(MessageQueued) if isinstance(e, MessageQueued)] == list(
+        range(1, 21)
+    )
+    assert publishes <= 5
+
+
 async def test_a_revocation_reaches_every_process_once(processes: OpenProcess) -> None:
     """SessionRevoked goes to all processes, the publisher's own sink included, once each."""
     a, b, c = await processes(), await processes(), await processes()

@@ -5,7 +5,16 @@ from __future__ import annotations
 import msgspec
 
 from relay.bus import MessageQueued, PrekeysLow, Resync, SessionRevoked
-from relay.bus._routing import DECODER, ENCODER, BusKeys, Envelope, Presence, narrowed, route
+from relay.bus._routing import (
+    DECODER,
+    ENCODER,
+    BusKeys,
+    Envelope,
+    Presence,
+    envelopes,
+    narrowed,
+    route,
+)
 
 MESSAGE = MessageQueued(
     device_ids=("d1", "d2", "d3"),
@@ -45,11 +54,30 @@ def test_events_without_device_lists_travel_unchanged() -> None:
         assert narrowed(event, ("d1",)) is event
 
 
+EVERY_KIND = (MESSAGE, SessionRevoked("s1", "logout"), PrekeysLow("d1", 3), Resync())
+
+
 def test_every_event_crosses_as_json_in_an_envelope() -> None:
-    """The envelope names the sending process; the tagged event decodes to an equal one."""
-    for event in (MESSAGE, SessionRevoked("s1", "logout"), PrekeysLow("d1", 3), Resync()):
-        decoded = DECODER.decode(ENCODER.encode(Envelope("p1", event)))
-        assert decoded == Envelope("p1", event)
+    """The envelope names the sending process; the tagged events decode to equal ones."""
+    decoded = DECODER.decode(ENCODER.encode(Envelope("p1", EVERY_KIND)))
+    assert decoded == Envelope("p1", EVERY_KIND)
+
+
+def test_a_batch_for_one_process_is_one_envelope() -> None:
+    """Events published together travel together, in order, as msgspec would write them."""
+    [payload] = envelopes("p1", EVERY_KIND)
+    assert payload == ENCODER.encode(Envelope("p1", EVERY_KIND))
+    assert DECODER.decode(payload).events == EVERY_KIND
+
+
+def test_envelopes_are_cut_by_size_and_keep_the_order() -> None:
+    """Past *max_bytes* a new envelope starts; an event larger than that goes alone."""
+    big = msgspec.structs.replace(MESSAGE, body=msgspec.Raw(b'"' + b"x" * 500 + b'"'))
+    events = [MESSAGE, MESSAGE, big, MESSAGE]
+    payloads = envelopes("p1", events, max_bytes=400)
+    decoded = [DECODER.decode(p).events for p in payloads]
+    assert [e for part in decoded for e in part] == events
+    assert [len(part) for part in decoded] == [2, 1, 1]
 
 
 def test_names_live_under_the_prefix() -> None:
