@@ -44,16 +44,15 @@ class LogSampler:
 
     def warn(self, log: Any, event: str, source: str, /, **fields: Any) -> None:
         """Log *event* as a warning if :meth:`admit` lets it through, with ``suppressed``."""
-        if self._clock is None:
-            raise RuntimeError("LogSampler.warn needs the clock given at construction")
-        suppressed = self.admit(event, source, self._clock())
-        if suppressed is not None:
-            log.warning(event, ip=source, suppressed=suppressed, **fields)
+        self._emit(log.warning, event, source, fields)
 
     def error(self, log: Any, event: str, source: str, /, **fields: Any) -> None:
         """Like :meth:`warn`, at error level (an unexpected failure a peer can repeat)."""
+        self._emit(log.error, event, source, fields)
+
+    def _emit(self, method: Any, event: str, source: str, fields: dict[str, Any]) -> None:
         if self._clock is None:
-            raise RuntimeError("LogSampler.error needs the clock given at construction")
+            raise RuntimeError("LogSampler needs the clock given at construction to log")
         suppressed = self.admit(event, source, self._clock())
         if suppressed is not None:
-            log.error(event, ip=source, suppressed=suppressed, **fields)
+            method(event, ip=source, suppressed=suppressed, **fields)
