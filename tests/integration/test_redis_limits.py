@@ -87,19 +87,28 @@ async def test_without_an_injected_clock_redis_keeps_the_time(
 
 
 async def test_state_that_no_longer_matters_leaves_redis(redis_url: str, redis_prefix: str) -> None:
-    """A refilled bucket, an expired lockout window and an expired revocation: no keys left."""
+    """A refilled bucket, an expired lockout window and an expired revocation: no keys left.
+
+    Each key matters for 0.5 s (plus 0.1 s of slack): long enough to be seen
+    on a busy machine (a 60 ms life made this test flaky), and each must say
+    so in its TTL.
+    """
     from relay.limits import LockoutPolicy
 
     quick = Policies(
-        rates={"x": RatePolicy(rate=100.0, burst=1)},
-        lockouts={"y": LockoutPolicy(threshold=3, window=0.1, duration=0.1)},
+        rates={"x": RatePolicy(rate=2.0, burst=1)},
+        lockouts={"y": LockoutPolicy(threshold=3, window=0.5, duration=0.5)},
     )
-    async with opened(redis_url, redis_prefix, quick, slack=0.05) as limits:
+    async with opened(redis_url, redis_prefix, quick, slack=0.1) as limits:
         await limits.take("x", "k")
         await limits.record_failure("y", "k")
-        await limits.revoke("s1", 0.1)
-        assert len([k for k in await keys_under(redis_url, redis_prefix) if ":alive" not in k]) == 3
-        await trio.sleep(0.3)
+        await limits.revoke("s1", 0.5)
+        kept = [k for k in await keys_under(redis_url, redis_prefix) if ":alive" not in k]
+        assert len(kept) == 3
+        async with redis_client(redis_url) as client:
+            ttls = [await client.pttl(key) for key in kept]
+        assert all(0 < ttl <= 600 for ttl in ttls), ttls
+        await trio.sleep(0.8)
         assert [k for k in await keys_under(redis_url, redis_prefix) if ":alive" not in k] == []
 
 
