@@ -242,7 +242,14 @@ class PostgresStore:
 
     async def delete_device(self, user_id: str, device_id: str, now: float) -> list[str] | None:
         """Delete the device with its keys, queued messages and sessions; see the port."""
-        return await self._run(lambda c: accounts.delete_device(c, user_id, device_id, now))
+        def work(c: Conn) -> list[str] | None:
+            copies = queue.queued_seqs(c, device_id)
+            active = accounts.delete_device(c, user_id, device_id, now)
+            if active is not None:
+                queue.forget_delivered(c, copies)
+            return active
+
+        return await self._run(work)
 
     # -- sessions ---------------------------------------------------------
     async def create_session(

@@ -237,13 +237,42 @@ def ack_many(conn: Conn, acks: Sequence[tuple[str, Sequence[str]]]) -> int:
     pairs = [(d, m) for d, ids in acks for m in ids if storable(d, m)]
     if not pairs:
         return 0
-    cursor = conn.execute(
-        "DELETE FROM queue AS q USING messages AS m,"
-        " unnest(%b::text[], %b::text[]) AS a(device_id, message_id)"
-        " WHERE m.message_id = a.message_id AND q.seq = m.seq AND q.device_id = a.device_id",
-        ([p[0] for p in pairs], [p[1] for p in pairs]),
-    )
-    return cursor.rowcount
+    seqs = [
+        r[0]
+        for r in conn.execute(
+            "DELETE FROM queue AS q USING messages AS m,"
+            " unnest(%b::text[], %b::text[]) AS a(device_id, message_id)"
+            " WHERE m.message_id = a.message_id AND q.seq = m.seq AND q.device_id = a.device_id"
+            " RETURNING q.seq",
+            ([p[0] for p in pairs], [p[1] for p in pairs]),
+        ).fetchall()
+    ]
+    forget_delivered(conn, seqs)
+    return len(seqs)
+
+
+def queued_seqs(conn: Conn, device_id: str) -> list[int]:
+    """The messages the device still has copies of (before its copies are deleted)."""
+    if not storable(device_id):
+        return []
+    rows = conn.execute("SELECT seq FROM queue WHERE device_id = %s", (device_id,)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def forget_delivered(conn: Conn, seqs: Sequence[int]) -> None:
+    """Drop the body of each of these messages that no device still waits for.
+
+    The row stays until it expires: it answers a resent client id as a
+    duplicate. The body does not: relay keeps no ciphertext that nobody can
+    be sent any more (acked by every target, or its last copy deleted).
+    """
+    if seqs:
+        conn.execute(
+            "UPDATE messages AS m SET body = ''::bytea WHERE m.seq = ANY(%b::bigint[])"
+            " AND m.body <> ''::bytea"
+            " AND NOT EXISTS (SELECT 1 FROM queue AS q WHERE q.seq = m.seq)",
+            (list(dict.fromkeys(seqs)),),
+        )
 
 
 def queue_depths(conn: Conn, limit: int) -> list[tuple[str, str, int]]:

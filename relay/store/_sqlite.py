@@ -222,7 +222,14 @@ class SQLiteStore:
         None if the user has no such device. Its live sessions still appear
         in :meth:`revoked_since` (revoked at *now*) until they expire.
         """
-        return await self._write(lambda c: accounts.delete_device(c, user_id, device_id, now))
+        def work(c: sqlite3.Connection) -> list[str] | None:
+            copies = queue.queued_seqs(c, device_id)
+            active = accounts.delete_device(c, user_id, device_id, now)
+            if active is not None:
+                queue.forget_delivered(c, copies)
+            return active
+
+        return await self._write(work)
 
     # -- sessions ---------------------------------------------------------
     async def create_session(

@@ -217,12 +217,37 @@ def pending(
 def ack(conn: sqlite3.Connection, device_id: str, message_ids: Sequence[str]) -> int:
     # json_each instead of "IN (?, ?, ...)": any number of ids, no SQL built
     # from strings, no host-parameter limit.
-    cursor = conn.execute(
-        "DELETE FROM queue WHERE device_id = ? AND seq IN"
-        " (SELECT seq FROM messages WHERE message_id IN (SELECT value FROM json_each(?)))",
-        (device_id, json.dumps(list(message_ids))),
-    )
-    return cursor.rowcount
+    seqs = [
+        r[0]
+        for r in conn.execute(
+            "DELETE FROM queue WHERE device_id = ? AND seq IN"
+            " (SELECT seq FROM messages WHERE message_id IN (SELECT value FROM json_each(?)))"
+            " RETURNING seq",
+            (device_id, json.dumps(list(message_ids))),
+        )
+    ]
+    forget_delivered(conn, seqs)
+    return len(seqs)
+
+
+def queued_seqs(conn: sqlite3.Connection, device_id: str) -> list[int]:
+    """The messages the device still has copies of (before its copies are deleted)."""
+    return [r[0] for r in conn.execute("SELECT seq FROM queue WHERE device_id = ?", (device_id,))]
+
+
+def forget_delivered(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
+    """Drop the body of each of these messages that no device still waits for.
+
+    The row stays until it expires: it answers a resent client id as a
+    duplicate. The body does not: relay keeps no ciphertext that nobody can
+    be sent any more (acked by every target, or its last copy deleted).
+    """
+    if seqs:
+        conn.execute(
+            "UPDATE messages SET body = '' WHERE seq IN (SELECT value FROM json_each(?))"
+            " AND body != '' AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.seq = messages.seq)",
+            (json.dumps(list(seqs)),),
+        )
 
 
 def queue_depths(conn: sqlite3.Connection, limit: int) -> list[tuple[str, str, int]]:

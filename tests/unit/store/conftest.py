@@ -7,11 +7,13 @@ runs against it too.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from relay.store import Store, open_postgres_store, open_sqlite_store
@@ -28,11 +30,19 @@ class Backend:
 
     name: str
     open: Callable[[], AbstractAsyncContextManager[Store]]
+    kept_bodies: Callable[[], list[str]]
+    """Every message body the database still holds (read beside the store, not through it)."""
 
 
 def _sqlite_file(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     path = str(tmp_path / "relay.db")
-    return Backend("sqlite-file", lambda: open_sqlite_store(path))
+
+    def kept_bodies() -> list[str]:
+        with closing(sqlite3.connect(path)) as conn:
+            rows = conn.execute("SELECT body FROM messages WHERE body != '' ORDER BY seq")
+            return [str(r[0]) for r in rows]
+
+    return Backend("sqlite-file", lambda: open_sqlite_store(path), kept_bodies)
 
 
 def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
@@ -40,7 +50,13 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     schema = pg.create_schema()
     request.addfinalizer(lambda: pg.drop_schema(schema))
     # A small pool: enough for the concurrency tests, quick to open per test.
-    return Backend("postgres", lambda: open_postgres_store(schema.dsn, pool_size=3))
+
+    def kept_bodies() -> list[str]:
+        with psycopg.connect(schema.dsn) as conn:
+            rows = conn.execute("SELECT body FROM messages WHERE body <> ''::bytea ORDER BY seq")
+            return [bytes(r[0]).decode() for r in rows]
+
+    return Backend("postgres", lambda: open_postgres_store(schema.dsn, pool_size=3), kept_bodies)
 
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {

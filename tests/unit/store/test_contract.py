@@ -1055,6 +1055,30 @@ async def test_ack_leaves_other_devices_copies(store: Store, cast: Cast) -> None
     assert await bodies(store, cast.bob_laptop) == ["body of m1"]
 
 
+async def test_a_body_is_dropped_once_every_copy_is_acked(
+    backend: Backend, store: Store, cast: Cast
+) -> None:
+    """Delivered everywhere: the ciphertext goes; the id still answers a resend as a duplicate."""
+    [sent] = await store.enqueue([cast.message("m1")], 100)
+    await store.ack(cast.bob_phone.id, [sent.message_id])
+    assert backend.kept_bodies() == ["body of m1"]  # the laptop still waits for it
+    await store.ack_many([(cast.bob_laptop.id, [sent.message_id])])
+    assert backend.kept_bodies() == []
+    [again] = await store.enqueue([cast.message("m1")], 100)
+    assert again.duplicate and again.message_id == sent.message_id
+
+
+async def test_deleting_the_last_waiting_device_drops_the_body(
+    backend: Backend, store: Store, cast: Cast
+) -> None:
+    """A copy deleted with its device counts as gone: nobody can be sent the body any more."""
+    [sent] = await store.enqueue([cast.message("m1")], 100)
+    await store.enqueue([cast.message("m2", targets=[cast.bob_laptop])], 100)
+    await store.ack(cast.bob_phone.id, [sent.message_id])
+    assert await store.delete_device(cast.bob.id, cast.bob_laptop.id, T0) is not None
+    assert backend.kept_bodies() == []
+
+
 async def test_ack_ignores_unknown_and_already_acked_ids(store: Store, cast: Cast) -> None:
     """Ids never queued for the device, or already acked, count for nothing."""
     [mine] = await store.enqueue([cast.message("m1")], 100)
