@@ -260,12 +260,7 @@ def queued_seqs(conn: Conn, device_id: str) -> list[int]:
 
 
 def forget_delivered(conn: Conn, seqs: Sequence[int]) -> None:
-    """Drop the body of each of these messages that no device still waits for.
-
-    The row stays until it expires: it answers a resent client id as a
-    duplicate. The body does not: relay keeps no ciphertext that nobody can
-    be sent any more (acked by every target, or its last copy deleted).
-    """
+    """Drop the bodies nobody waits for (as the SQLite adapter's ``forget_delivered``)."""
     if seqs:
         conn.execute(
             "UPDATE messages AS m SET body = ''::bytea WHERE m.seq = ANY(%b::bigint[])"
