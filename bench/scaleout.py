@@ -139,7 +139,8 @@ def redis_cli(url: str, *args: str) -> str:
 
 def redis_drop(url: str, prefix: str) -> int:
     """Delete every key starting with *prefix*; how many there were."""
-    keys = redis_cli(url, "--scan", "--pattern", f"{prefix}*", "--count", "1000").split()
+    # (no --count: the redis-cli of Redis 7.0 does not know it with --scan)
+    keys = redis_cli(url, "--scan", "--pattern", f"{prefix}*").split()
     for i in range(0, len(keys), 500):
         redis_cli(url, "DEL", *keys[i : i + 500])
     return len(keys)
