@@ -76,39 +76,10 @@ def start_relay_dev() -> h.Server:
 # --- what else ran ------------------------------------------------------------------
 
 
-def _all_processes() -> dict[int, tuple[str, int, float]]:
-    """pid -> (command name, parent pid, CPU seconds), for every readable process."""
-    out: dict[int, tuple[str, int, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        cpu = (int(fields[11]) + int(fields[12])) / h.CLK_TCK
-        out[int(entry.name)] = (name, int(fields[1]), cpu)
-    return out
-
-
-def _tree(procs: dict[int, tuple[str, int, float]], roots: set[int]) -> set[int]:
-    mine = set(roots)
-    grew = True
-    while grew:
-        grew = False
-        for pid, (_, ppid, _) in procs.items():
-            if ppid in mine and pid not in mine:
-                mine.add(pid)
-                grew = True
-    return mine
-
-
-def others_cpu(before: dict[int, tuple[str, int, float]], after: dict[int, tuple[str, int, float]],
-               ours: set[int], wall: float) -> dict[str, Any]:
+def others_cpu(before: h.ProcTable, after: h.ProcTable, ours: set[int], wall: float
+               ) -> dict[str, Any]:
     """CPU used by processes outside *ours* (and their children) between two snapshots."""
-    ours = _tree(after, ours) | _tree(before, ours)
+    ours = h.descendants(after, ours) | h.descendants(before, ours)
     used: dict[str, float] = {}
     for pid, (name, _, cpu) in after.items():
         if pid in ours:
@@ -123,23 +94,12 @@ def others_cpu(before: dict[int, tuple[str, int, float]], after: dict[int, tuple
             "top": top, "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
 
 
-def machine_busy(seconds: float = 5.0) -> float:
-    """The share of all cores busy over the next *seconds* (softirq included)."""
-    def read() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
-        return sum(fields) - fields[3] - fields[4], sum(fields)
-
-    (busy0, total0), _ = read(), time.sleep(seconds)
-    busy1, total1 = read()
-    return (busy1 - busy0) / max(1, total1 - total0)
-
-
 def wait_quiet(limit: float, threshold: float = 0.05) -> dict[str, Any]:
     """Wait (at most *limit* s) until the machine is under *threshold* busy for 5 s."""
     started = time.monotonic()
-    busy = machine_busy()
+    busy = h.machine_busy(5.0)
     while busy >= threshold and time.monotonic() - started < limit:
-        busy = machine_busy()
+        busy = h.machine_busy(5.0)
     return {"waited_s": round(time.monotonic() - started, 1), "busy_before": round(busy, 3),
             "quiet": busy < threshold}
 
@@ -154,10 +114,10 @@ def flood(server: h.Server, placement: str, args: list[str], out: Path,
     cmd = ["taskset", "-c", spec["cpus"], sys.executable, "-m", "relay", "flood", "handshake",
            "--ws", server.ws_url, "--sources", str(SOURCES), "--procs", str(spec["procs"]),
            "--json", str(out), "--quiet", *args]
-    before, started = _all_processes(), time.monotonic()
+    before, started = h.process_table(), time.monotonic()
     proc = subprocess.run(cmd, cwd=h.ROOT, capture_output=True, text=True, timeout=timeout)
     wall = time.monotonic() - started
-    after = _all_processes()
+    after = h.process_table()
     ours = {os.getpid(), server.pid}
     result: dict[str, Any] = {"command": cmd, "exit": proc.returncode, "wall_s": round(wall, 2),
                               "others": others_cpu(before, after, ours, wall)}
