@@ -212,8 +212,8 @@ class WsServer:
         ip = ticket.source if ticket is not None else "unknown"
         try:
             await self._admit_and_serve(request, ip)
-        except Exception:
-            self._log.error("ws.handler_error", ip=ip, exc_info=True)
+        except Exception as exc:  # reported as the accept loop reports any handler's error
+            self._on_handler_error(ip, exc)
 
     async def _admit_and_serve(self, request: WebSocketRequest, ip: str) -> None:
         try:
