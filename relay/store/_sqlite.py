@@ -344,8 +344,7 @@ class SQLiteStore:
         batch = list(sends)
 
         def work(c: sqlite3.Connection) -> list[SendResult]:
-            for device_id, ids in pairs:
-                queue.ack(c, device_id, ids)
+            queue.ack_many(c, pairs)
             if not batch:
                 return []
             directory = accounts.resolve_users(c, sorted({s.to_username for s in batch}))
@@ -369,16 +368,13 @@ class SQLiteStore:
         Unknown ids, and ids of messages not queued for the device, are ignored.
         """
         ids = list(message_ids)
-        return await self._write(lambda c: queue.ack(c, device_id, ids))
+        return await self._write(lambda c: queue.ack_many(c, [(device_id, ids)]))
 
     async def ack_many(self, acks: Sequence[tuple[str, Sequence[str]]]) -> int:
         """Several devices' acks in one transaction (one commit for a batch)."""
         pairs = [(device_id, list(ids)) for device_id, ids in acks]
 
-        def ack_all(c: sqlite3.Connection) -> int:
-            return sum(queue.ack(c, device_id, ids) for device_id, ids in pairs)
-
-        return await self._write(ack_all)
+        return await self._write(lambda c: queue.ack_many(c, pairs))
 
     async def queue_depths(self, limit: int) -> list[tuple[str, str, int]]:
         """The *limit* longest device queues: (device id, username, messages)."""

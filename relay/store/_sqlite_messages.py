@@ -214,19 +214,22 @@ def pending(
     ]
 
 
-def ack(conn: sqlite3.Connection, device_id: str, message_ids: Sequence[str]) -> int:
-    # json_each instead of "IN (?, ?, ...)": any number of ids, no SQL built
-    # from strings, no host-parameter limit.
-    seqs = [
-        r[0]
-        for r in conn.execute(
-            "DELETE FROM queue WHERE device_id = ? AND seq IN"
-            " (SELECT seq FROM messages WHERE message_id IN (SELECT value FROM json_each(?)))"
-            " RETURNING seq",
-            (device_id, json.dumps(list(message_ids))),
+def ack_many(conn: sqlite3.Connection, acks: Sequence[tuple[str, Sequence[str]]]) -> int:
+    """Delete the named copies of every (device, message ids) pair; how many there were."""
+    seqs: list[int] = []
+    for device_id, message_ids in acks:
+        # json_each instead of "IN (?, ?, ...)": any number of ids, no SQL built
+        # from strings, no host-parameter limit.
+        seqs.extend(
+            r[0]
+            for r in conn.execute(
+                "DELETE FROM queue WHERE device_id = ? AND seq IN"
+                " (SELECT seq FROM messages WHERE message_id IN (SELECT value FROM json_each(?)))"
+                " RETURNING seq",
+                (device_id, json.dumps(list(message_ids))),
+            )
         )
-    ]
-    forget_delivered(conn, seqs)
+    forget_delivered(conn, seqs)  # once for the batch
     return len(seqs)
 
 
