@@ -73,6 +73,7 @@ async def open_limits(
             log=log,
             local_clock=clock,
             revoked_in_store=revoked_in_store,
+            place_ttl=config.limits.place_ttl,
         ) as limits:
             yield limits
         return

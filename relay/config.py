@@ -171,6 +171,7 @@ class LimitsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     backend: Literal["memory", "redis"] = "memory"
     url: Secret = Secret("")  # redis: as for [bus]; may be the same server
     prefix: str = "relay:"  # every key the limits use starts with it
+    place_ttl: Seconds = 30 * SECONDS  # redis: a dead process's connection places free after this
 
 
 class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -14,6 +14,7 @@ from ._policies import Policies as Policies
 from ._policies import policies as policies
 from ._port import Limits as Limits
 from ._port import LockoutPolicy as LockoutPolicy
+from ._port import PlacePolicy as PlacePolicy
 from ._port import RatePolicy as RatePolicy
 from ._port import Refusing as Refusing
 from ._port import retry_after_header as retry_after_header
@@ -37,6 +38,7 @@ __all__ = [
     "Lockout",
     "LockoutPolicy",
     "MemoryLimits",
+    "PlacePolicy",
     "Policies",
     "RatePolicy",
     "RedisLimits",

@@ -1,10 +1,11 @@
-"""Where the Redis Limits adapter keeps what: one key per bucket, lockout, known
-set and revocation, all under one prefix. Pure: names in, names out.
+"""Where the Redis Limits adapter keeps what: one key per bucket, lockout, set of
+places, known set and revocation, all under one prefix. Pure: names in, names out.
 
 Layout (``prefix`` is ``[limits] prefix``, ``relay:`` by default)::
 
     {prefix}tb:{limit}:{key}     token bucket        hash  t (tokens), u (updated)
     {prefix}lo:{lockout}:{key}   failure lockout     hash  l (locked at), f (failures)
+    {prefix}pl:{limit}:{key}     places              zset  holder -> until (its lease)
     {prefix}ks:{key}             known sources       zset  member -> until
     {prefix}rv:{session}         revoked session     string  until
     {prefix}alive                written once; its absence means Redis lost its data
@@ -39,6 +40,9 @@ class KeySpace:
 
     def lockout(self, lockout: str, key: str) -> str:
         return f"{self.prefix}lo:{lockout}:{key}"
+
+    def places(self, limit: str, key: str) -> str:
+        return f"{self.prefix}pl:{limit}:{key}"
 
     def known(self, key: str) -> str:
         return f"{self.prefix}ks:{key}"

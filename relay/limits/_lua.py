@@ -2,8 +2,9 @@
 
 Each script is the arithmetic of the pure class it mirrors (``TokenBucket``,
 ``Lockout``, ``KnownSources``, ``RevocationList``), transcribed line for
-line, so that the two adapters give the same answers to the same calls at
-the same times (``tests/unit/limits/test_contract.py`` holds them to it).
+line (``Places`` gains leases, which only a shared store needs), so that the
+two adapters give the same answers to the same calls at the same times
+(``tests/unit/limits/test_contract.py`` holds them to it).
 
 Conventions shared by every script:
 
@@ -173,5 +174,50 @@ IS_REVOKED = (
 local expiry = redis.call('GET', KEYS[1])
 if expiry and now < tonumber(expiry) then return 1 end
 return 0
+"""
+)
+
+OCCUPY = (
+    _COMMON
+    + """
+-- Places.occupy, with leases. ARGV: now, slack, cap, lease, holder.
+-- A sorted set: holder -> until (its lease). A lease not renewed in time
+-- (its process died) frees the place. Returns 1 if held, 0 if all are taken.
+local cap, lease, holder = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', num(now))
+if not redis.call('ZSCORE', KEYS[1], holder) and redis.call('ZCARD', KEYS[1]) >= cap then
+  return 0
+end
+redis.call('ZADD', KEYS[1], num(now + lease), holder)
+expire(KEYS[1], lease, slack)
+return 1
+"""
+)
+
+VACATE = """
+-- Places.vacate. ARGV: now, slack, holder. An empty sorted set is no key at all.
+redis.call('ZREM', KEYS[1], ARGV[3])
+return nil
+"""
+
+RENEW = (
+    _COMMON
+    + """
+-- Extend the leases of one process's holders of one key. ARGV: now, slack,
+-- lease, restore, holder... With restore '0' only places still held are
+-- extended (XX: a place vacated meanwhile stays vacated); with '1' (Redis
+-- came back, or lost its data) they are written again.
+local lease, restore = tonumber(ARGV[3]), ARGV[4] == '1'
+local expiry = num(now + lease)
+for i = 5, #ARGV do
+  if restore then
+    redis.call('ZADD', KEYS[1], expiry, ARGV[i])
+  else
+    redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i])
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', num(now))
+if redis.call('EXISTS', KEYS[1]) == 1 then expire(KEYS[1], lease, slack) end
+return nil
 """
 )

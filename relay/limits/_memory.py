@@ -10,6 +10,7 @@ import trio
 from ._bucket import KeyedBuckets
 from ._known import KnownSources
 from ._lockout import Lockout
+from ._places import Places
 from ._policies import Policies
 from ._port import Refusing
 from ._revocation import RevocationList
@@ -63,6 +64,7 @@ class MemoryLimits:
         self._lockouts = {
             name: Lockout(policy, max_keys) for name, policy in policies.lockouts.items()
         }
+        self._places = {name: Places(policy) for name, policy in policies.places.items()}
         self._known = KnownSources(max_keys=max_keys)
         self._revoked = RevocationList()
         self._next_revocation_sweep = _MIN_REVOCATION_SWEEP
@@ -91,6 +93,24 @@ class MemoryLimits:
             return self._buckets[limit]
         except KeyError:
             raise KeyError(f"no RatePolicy for limit {limit!r}") from None
+
+    # -- places ---------------------------------------------------------------
+    async def occupy(self, limit: str, key: str, holder: str) -> bool:
+        """Take a place of (*limit*, *key*) for *holder*; False if all are held.
+
+        Decided without yielding: simultaneous callers never exceed the cap.
+        """
+        return self._place(limit).occupy(bounded_key(key), holder)
+
+    async def vacate(self, limit: str, key: str, holder: str) -> None:
+        """Give back *holder*'s place, if it holds one."""
+        self._place(limit).vacate(bounded_key(key), holder)
+
+    def _place(self, limit: str) -> Places:
+        try:
+            return self._places[limit]
+        except KeyError:
+            raise KeyError(f"no PlacePolicy for limit {limit!r}") from None
 
     # -- failure windows ----------------------------------------------------
     async def locked_for(self, lockout: str, key: str) -> float | None:

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..config import Config
-from ._port import LockoutPolicy, RatePolicy
+from ._port import LockoutPolicy, PlacePolicy, RatePolicy
 from .names import (
+    CONNECTIONS_USER,
     GUARDED_LOGIN,
     HANDSHAKE,
     HANDSHAKE_USER,
@@ -34,10 +35,11 @@ GUARDED_POLICY = RatePolicy(rate=1 / 60, burst=3)
 
 @dataclass(frozen=True, slots=True)
 class Policies:
-    """Every bucket and failure window, by name."""
+    """Every bucket, failure window and set of places, by name."""
 
     rates: Mapping[str, RatePolicy] = field(default_factory=dict)
     lockouts: Mapping[str, LockoutPolicy] = field(default_factory=dict)
+    places: Mapping[str, PlacePolicy] = field(default_factory=dict)
 
 
 def policies(config: Config) -> Policies:
@@ -69,4 +71,5 @@ def policies(config: Config) -> Policies:
                 auth.lockout_user_threshold, auth.lockout_window, auth.lockout_duration
             ),
         },
+        places={CONNECTIONS_USER: PlacePolicy(ws.max_connections_per_user)},
     )

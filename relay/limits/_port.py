@@ -41,6 +41,13 @@ class LockoutPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class PlacePolicy:
+    """At most *cap* places held at once per key (e.g. one per open connection)."""
+
+    cap: int
+
+
+@dataclass(frozen=True, slots=True)
 class Refusing:
     """A limit that would refuse its key now, and for how long."""
 
@@ -82,6 +89,20 @@ class Limits(Protocol):
         shared adapter may answer from a local cache of recent refusals), so
         it can be asked at accept time. The authoritative check is ``take``.
         """
+
+    async def occupy(self, limit: str, key: str, holder: str) -> bool:
+        """Take one of the places of (*limit*, *key*) for *holder*; False if all are held.
+
+        *holder* names the place (unique per holder, e.g. per connection);
+        occupying again under the same holder takes nothing more. Pair
+        every call with :meth:`vacate`, whatever it answered or raised: a
+        cancelled call may have taken the place. A shared adapter holds a
+        place only while its process lives (a lease it renews).
+        Raises KeyError for a *limit* with no policy.
+        """
+
+    async def vacate(self, limit: str, key: str, holder: str) -> None:
+        """Give back *holder*'s place under (*limit*, *key*); a no-op if it holds none."""
 
     async def locked_for(self, lockout: str, key: str) -> float | None:
         """Seconds the key stays locked out, or None if it is not locked."""

@@ -37,6 +37,7 @@ from ._port import LockoutPolicy, RatePolicy, Refusing
 from ._redis_batch import Script, ScriptBatcher
 from ._redis_client import FAILED, redis_client
 from ._redis_guard import RedisGuard
+from ._redis_places import PLACE_TTL, RedisPlaces
 from ._refusals import RecentRefusals
 from ._revocation import RevocationList
 from ._unavailable import FAIL_MODES, FailMode, LimitsUnavailable
@@ -73,7 +74,9 @@ class RedisLimits:
     *revoked_in_store* answers :meth:`is_revoked` while Redis is down (the
     store records every revocation); without it such a call is refused.
     *fail_modes* maps limit names to their unavailability policy; *slack*
-    is how long a key outlives its state (default :data:`SLACK`).
+    is how long a key outlives its state (default :data:`SLACK`);
+    *place_ttl* how long a place outlives a process that stopped renewing
+    it (:mod:`relay.limits._redis_places`).
 
     Every method is cancellation-safe: a cancelled call may or may not have
     reached Redis, as with any request that was sent. Run :meth:`run` in a
@@ -92,6 +95,7 @@ class RedisLimits:
         revoked_in_store: Callable[[str], Awaitable[bool]] | None = None,
         fail_modes: Mapping[str, FailMode] = FAIL_MODES,
         slack: float | None = None,
+        place_ttl: float = PLACE_TTL,
     ) -> None:
         self._client = client
         self._rates = dict(policies.rates)
@@ -122,6 +126,10 @@ class RedisLimits:
         self._knows = Script(_lua.KNOWS)
         self._revoke = Script(_lua.REVOKE)
         self._is_revoked = Script(_lua.IS_REVOKED)
+        self._places = RedisPlaces(
+            policies.places, self._keys, self._script, self._guard, self._alone,
+            place_ttl=place_ttl,
+        )
 
     @property
     def available(self) -> bool:
@@ -170,6 +178,19 @@ class RedisLimits:
         """
         self._rate(limit)
         return self._refusals.blocked_for(limit, bounded_key(key), self._local())
+
+    # -- places ---------------------------------------------------------------
+    async def occupy(self, limit: str, key: str, holder: str) -> bool:
+        """Take a place of (*limit*, *key*) for *holder*, atomically across processes.
+
+        The place is a lease this process renews while it runs; False if all
+        places are held. Raises KeyError for a *limit* with no policy.
+        """
+        return await self._places.occupy(limit, key, holder)
+
+    async def vacate(self, limit: str, key: str, holder: str) -> None:
+        """Give back *holder*'s place (never refused: if Redis is down, the lease lapses)."""
+        await self._places.vacate(limit, key, holder)
 
     # -- failure windows ----------------------------------------------------
     async def locked_for(self, lockout: str, key: str) -> float | None:
@@ -359,6 +380,7 @@ class RedisLimits:
         """
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._batcher.run)
+            nursery.start_soon(self._places.run)
             await self._check(first=True)
             task_status.started()
             while True:
@@ -389,7 +411,7 @@ class RedisLimits:
             await self._recover()
 
     async def _recover(self) -> None:
-        """Write back the revocations held here; have the relay restore the store's.
+        """Write back the revocations and places held here; have the relay restore the store's.
 
         Until both are done (the store may be failing too) every check tries again.
         """
@@ -398,6 +420,7 @@ class RedisLimits:
         for session_id, until in held.items():
             if until > now:
                 await self.revoke(session_id, until - now)  # back to pending if down again
+        await self._places.renew(restore=True)
         if not self._guard.up:
             return
         if self._restore is not None:
@@ -455,6 +478,7 @@ async def open_redis_limits(
     clock: Callable[[], float] | None = None,
     revoked_in_store: Callable[[str], Awaitable[bool]] | None = None,
     slack: float | None = None,
+    place_ttl: float = PLACE_TTL,
 ) -> AsyncIterator[RedisLimits]:
     """A :class:`RedisLimits` on *url*, running its tasks (:meth:`RedisLimits.run`) until exit.
 
@@ -471,6 +495,7 @@ async def open_redis_limits(
         local_clock=local_clock,
         revoked_in_store=revoked_in_store,
         slack=slack,
+        place_ttl=place_ttl,
     )
     async with client, trio.open_nursery() as nursery:
         await nursery.start(limits.run)

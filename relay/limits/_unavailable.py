@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 from ..errors import Unavailable
 from .names import (
+    CONNECTIONS_USER,
     GUARDED_LOGIN,
     HANDSHAKE,
     HANDSHAKE_USER,
@@ -54,6 +55,7 @@ FAIL_MODES: Mapping[str, FailMode] = {
     # Connected clients: keep serving, each process holding the line alone.
     HANDSHAKE: FailMode.OPEN,
     HANDSHAKE_USER: FailMode.OPEN,
+    CONNECTIONS_USER: FailMode.OPEN,
     SEND: FailMode.OPEN,
     SEND_USER: FailMode.OPEN,
     KEYS_FETCH: FailMode.OPEN,

@@ -24,6 +24,10 @@ KEYS_TARGET = "keys_target"
 GUARDED_LOGIN = "guarded_login"
 """Login attempts per (username, known source) while the username is guarded."""
 
+# -- places (at most N held at once) -----------------------------------------
+CONNECTIONS_USER = "ws_connections_user"
+"""WebSocket connections open at once, per user (every process together)."""
+
 # -- failure windows (lockouts) ---------------------------------------------
 LOGIN_FAILURES = "login_failures"
 """Failed logins per (username, IP): the lockout an attacker can only put on himself."""

@@ -3,7 +3,8 @@
 Modules, in the order a socket meets them:
 
 - ``_server``: accepts through :mod:`relay.net`, runs the handshake gate,
-  reserves the user's place, and owns the registry, the pipeline and the
+  holds a place of this process and one of the user's (the Limits port's
+  ``ws_connections_user``: every process together), and owns the registry, the pipeline and the
   heartbeat task.
 - ``_gate`` (token, origin, limits), ``_frames`` (the sans-I/O codec).
 - ``_connection`` (I/O) over ``_life`` (its sans-I/O state machine),

@@ -43,16 +43,16 @@ class ConnectionRegistry:
     Places are reserved before a connection exists (:meth:`reserve`, at the
     end of the handshake) and given back by whoever reserved them
     (:meth:`release`): a reservation is atomic, so simultaneous handshakes
-    can never take a user past ``max_per_user`` or everyone past
-    ``max_total``, whatever awaits come between the check and the
-    connection's registration.
+    can never take this process past ``ws.max_connections``, whatever
+    awaits come between the check and the connection's registration. The
+    per-user cap is a limit of every process together (the Limits port's
+    ``ws_connections_user`` places, taken by the server); here each user's
+    places are only counted, for :meth:`top_users`.
     """
 
     def __init__(self, metrics: Metrics, config: WsConfig) -> None:
         self._metrics = metrics
-        self._places = ConnectionSlots(
-            total=config.max_connections, per_source=config.max_connections_per_user
-        )
+        self._places = ConnectionSlots(total=config.max_connections)
         self._by_device: dict[str, set[Peer]] = defaultdict(set)
         self._by_session: dict[str, set[Peer]] = defaultdict(set)
         self._all: set[Peer] = set()
@@ -69,7 +69,7 @@ class ConnectionRegistry:
         return self._places.full()
 
     def reserve(self, user_id: str) -> Full | None:
-        """Reserve a place for one of *user_id*'s connections; None if done, else why not."""
+        """Reserve a place for one of *user_id*'s connections; None if done, else Full.TOTAL."""
         return self._places.take(user_id)
 
     def release(self, user_id: str) -> None:

@@ -5,8 +5,10 @@ handshake bucket is empty is shed with a canned 429, and every socket holds
 a slot of the process's socket budget and a *pending* slot (at most
 ``ws.max_pending_per_ip`` per IP, ``ws.max_pending`` in all) until it has
 authenticated, so silent or slow sockets from one host cannot pile up.
-Once the token is good, a place among the user's connections is reserved
-atomically (:meth:`ConnectionRegistry.reserve`) before any await.
+Once the token is good, the connection takes a place of this process
+(:meth:`ConnectionRegistry.reserve`, atomic, before any await) and one of
+its user's places (``ws_connections_user`` in the Limits port: shared by
+every process on Redis), and holds both until it ends.
 
 Shutdown order (after websockets' documented one): stop accepting → answer
 handshakes still in progress with 503 → close open connections with 1001 →
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -216,46 +219,57 @@ class WsServer:
             self._on_handler_error(ip, exc)
 
     async def _admit_and_serve(self, request: WebSocketRequest, ip: str) -> None:
-        try:
-            claims = await self.gate.check(ip, request.path, request.headers, self.registry.full())
-            if claims is not None:
-                self._reserve(claims.user_id)
-        except Refusal as refusal:
-            self._metrics.ws_handshakes.labels(refusal.outcome).inc()
-            await request.reject(refusal.status, extra_headers=refusal.headers)
-            await drop_rejected(request)
-            return
-        try:
-            ws = await request.accept()
-        except BaseException:
-            if claims is not None:
-                self.registry.release(claims.user_id)
-            raise
-        if claims is None:
-            claims = await self._first_frame_auth(ws, ip)
-            if claims is None:
-                return
+        async with AsyncExitStack() as places:
             try:
-                self._reserve(claims.user_id)
+                claims = await self.gate.check(
+                    ip, request.path, request.headers, self.registry.full()
+                )
+                if claims is not None:
+                    await places.enter_async_context(self._places(claims.user_id))
             except Refusal as refusal:
                 self._metrics.ws_handshakes.labels(refusal.outcome).inc()
-                await close_and_release(ws, 1013, "too many connections")
+                await request.reject(refusal.status, extra_headers=refusal.headers)
+                await drop_rejected(request)
                 return
-        try:
+            ws = await request.accept()
+            if claims is None:
+                claims = await self._first_frame_auth(ws, ip)
+                if claims is None:
+                    return
+                try:
+                    await places.enter_async_context(self._places(claims.user_id))
+                except Refusal as refusal:
+                    self._metrics.ws_handshakes.labels(refusal.outcome).inc()
+                    await close_and_release(ws, 1013, "too many connections")
+                    return
             await self._serve(ws, claims, ip)
-        finally:
-            self.registry.release(claims.user_id)
 
-    def _reserve(self, user_id: str) -> None:
-        """Reserve the user's place and stop counting this socket as pending; or Refusal."""
-        full = self.registry.reserve(user_id)
-        if full is Full.SOURCE:
-            raise Refusal(503, "user_connection_limit")
-        if full is Full.TOTAL:
+    @asynccontextmanager
+    async def _places(self, user_id: str) -> AsyncIterator[None]:
+        """Hold a place of this process and one of the user's places; or raise Refusal.
+
+        Both are given back on exit, however it comes (the user's place with
+        a shielded call of at most 2 s: a lease it could not give back lapses
+        by itself). While held, the socket no longer counts as pending.
+        """
+        if self.registry.reserve(user_id) is Full.TOTAL:
             raise Refusal(503, "unavailable")
-        ticket = _TICKET.get(None)
-        if ticket is not None:
-            ticket.give_back(self.pending)
+        holder = secrets.token_hex(8)  # this connection's place, unique across processes
+        limits = self._services.limits
+        held: bool | None = None  # None: unknown (the call was cut short), so give it back
+        try:
+            held = await limits.occupy(names.CONNECTIONS_USER, user_id, holder)
+            if not held:
+                raise Refusal(503, "user_connection_limit")
+            ticket = _TICKET.get(None)
+            if ticket is not None:
+                ticket.give_back(self.pending)
+            yield
+        finally:
+            if held is not False:
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await limits.vacate(names.CONNECTIONS_USER, user_id, holder)
+            self.registry.release(user_id)
 
     async def _first_frame_auth(self, ws: WebSocketConnection, ip: str) -> AccessClaims | None:
         """Wait ``ws.auth_timeout`` for an ``auth`` frame; close 4001 otherwise."""

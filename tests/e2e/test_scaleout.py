@@ -143,12 +143,13 @@ async def test_the_handshake_limit_of_one_ip_holds_across_processes(cluster: Clu
     assert statuses == [101] * 10 + [429, 429]
 
 
-async def handshake_status(node: Node) -> int:
-    """The HTTP status a bare WebSocket upgrade gets from *node* (no token)."""
+async def handshake_status(node: Node, token: str | None = None) -> int:
+    """The HTTP status a bare WebSocket upgrade gets from *node* (with *token*, if given)."""
     host, port = node.ws.removeprefix("ws://").split("/")[0].split(":")
+    bearer = "" if token is None else f"Authorization: Bearer {token}\r\n"
     request = (
         "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"{bearer}Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     stream = await trio.open_tcp_stream(host, int(port))
     async with stream:
@@ -156,6 +157,25 @@ async def handshake_status(node: Node) -> int:
         with trio.fail_after(5):
             head = await stream.receive_some(4096)
     return int(head.split(b" ", 2)[1])
+
+
+async def test_the_connections_per_user_cap_holds_across_processes_and_outlives_no_process(
+    cluster: Cluster,
+) -> None:
+    """Cap 2: Alice's two sockets on A leave her none on B (503); once A is killed -9,
+    its places lapse within ``limits.place_ttl`` (1 s) and B lets her in."""
+    capped = {"RELAY_WS_MAX_CONNECTIONS_PER_USER": "2", "RELAY_LIMITS_PLACE_TTL": "1s"}
+    a, b = await cluster.start(**capped), await cluster.start(**capped)
+    alice = await signed_up(a, "alice")
+    async with device(a, alice), device(a, alice):
+        assert await handshake_status(b, alice["access_token"]) == 503
+        a.child.proc.kill()
+        await trio.to_thread.run_sync(a.child.proc.wait, 10)
+        killed = trio.current_time()
+        with trio.fail_after(5):
+            while await handshake_status(b, alice["access_token"]) != 101:
+                await trio.sleep(0.1)
+        assert trio.current_time() - killed <= 1 + 0.5  # the lease, and the polling's slack
 
 
 async def test_failed_logins_on_one_process_lock_the_username_on_another(

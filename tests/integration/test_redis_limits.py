@@ -19,6 +19,7 @@ from relay.config import Config
 from relay.errors import Unavailable
 from relay.limits import (
     LimitsUnavailable,
+    PlacePolicy,
     Policies,
     RatePolicy,
     RedisLimits,
@@ -71,6 +72,77 @@ async def test_two_processes_taking_at_once_never_get_more_than_the_bucket_holds
                 nursery.start_soon(take, one if n % 2 else two)
     assert len(granted) == 200
     assert granted.count(True) == 50
+
+
+# --- places: a cap on what is held at once, across processes ---------------------
+
+PLACES = Policies(places={"conns": PlacePolicy(cap=3)})
+
+
+async def test_two_processes_occupying_at_once_never_hold_more_than_the_cap(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """40 simultaneous occupies of one user's places through two adapters, cap 3: 3 held."""
+    held: list[bool] = []
+    async with (
+        opened(redis_url, redis_prefix, PLACES) as one,
+        opened(redis_url, redis_prefix, PLACES) as two,
+    ):
+
+        async def occupy(limits: RedisLimits, holder: str) -> None:
+            held.append(await limits.occupy("conns", "alice", holder))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(40):
+                nursery.start_soon(occupy, one if n % 2 else two, f"h{n}")
+        assert held.count(True) == 3
+        await one.vacate("conns", "alice", "h0")  # never held by one: frees nothing
+        assert not await two.occupy("conns", "alice", "late")
+
+
+async def test_a_place_given_back_on_one_process_is_free_on_the_other(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Process A vacates one of its places; process B takes it."""
+    async with (
+        opened(redis_url, redis_prefix, PLACES) as a,
+        opened(redis_url, redis_prefix, PLACES) as b,
+    ):
+        assert [await a.occupy("conns", "alice", h) for h in ("a1", "a2", "a3")] == [True] * 3
+        assert not await b.occupy("conns", "alice", "b1")
+        await a.vacate("conns", "alice", "a2")
+        assert await b.occupy("conns", "alice", "b1")
+
+
+async def test_a_live_process_keeps_its_places_past_their_ttl(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Leases of 0.5 s, renewed every third of it: after 1.5 s they are all still held."""
+    async with (
+        opened(redis_url, redis_prefix, PLACES, place_ttl=0.5) as a,
+        opened(redis_url, redis_prefix, PLACES, place_ttl=0.5) as b,
+    ):
+        for holder in ("a1", "a2", "a3"):
+            await a.occupy("conns", "alice", holder)
+        await trio.sleep(1.5)
+        assert not await b.occupy("conns", "alice", "b1")
+
+
+async def test_a_dead_process_frees_its_places_within_their_ttl(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A process that stops without giving its places back (kill -9) frees them in place_ttl."""
+    async with opened(redis_url, redis_prefix, PLACES, place_ttl=0.5) as b:
+        async with opened(redis_url, redis_prefix, PLACES, place_ttl=0.5) as a:
+            for holder in ("a1", "a2", "a3"):
+                await a.occupy("conns", "alice", holder)
+        # a is gone: no vacate was sent, its renewals stopped.
+        assert not await b.occupy("conns", "alice", "b1")
+        died = trio.current_time()
+        with trio.fail_after(3):
+            while not await b.occupy("conns", "alice", "b1"):
+                await trio.sleep(0.05)
+        assert trio.current_time() - died <= 0.5 + 0.5  # the ttl, and the polling's slack
 
 
 async def test_without_an_injected_clock_redis_keeps_the_time(
@@ -176,7 +248,8 @@ async def test_logging_in_and_signing_up_fail_closed(outage: Any) -> None:
 
 
 async def test_connected_clients_are_limited_by_each_process_alone(outage: Any) -> None:
-    """Sends and handshakes fail open onto this process's own buckets: served, still bounded."""
+    """Sends, handshakes and connections fail open onto this process's own limits: served,
+    still bounded."""
     limits, _, _ = outage
     assert [await limits.take(names.SEND, "d1") for _ in range(200)] == [None] * 200
     assert await limits.take(names.SEND, "d1") is not None
@@ -184,13 +257,18 @@ async def test_connected_clients_are_limited_by_each_process_alone(outage: Any) 
     assert await limits.take(names.HANDSHAKE, "10.0.0.1") is None
     assert await limits.take(names.KEYS_FETCH, "d1") is None
     assert limits.blocked_for(names.SEND, "d1") is not None
+    cap = RELAY_POLICIES.places[names.CONNECTIONS_USER].cap
+    held = [await limits.occupy(names.CONNECTIONS_USER, "u1", f"c{n}") for n in range(cap + 1)]
+    assert held == [True] * cap + [False]
 
 
 async def test_calls_that_only_forgive_never_fail(outage: Any) -> None:
-    """Clearing failures and remembering a source after a good login are skipped quietly."""
+    """Clearing failures, remembering a source after a good login and giving back a place
+    are skipped quietly."""
     limits, _, _ = outage
     await limits.clear_failures(names.LOGIN_FAILURES, "alice|10.0.0.1")
     await limits.remember("known:alice", "10.0.0.1", 60)
+    await limits.vacate(names.CONNECTIONS_USER, "u1", "c1")
 
 
 async def test_revocations_are_answered_by_the_store_and_this_process(outage: Any) -> None:
@@ -263,6 +341,41 @@ async def test_a_redis_that_lost_its_data_gets_the_revocations_back(
             await client.delete(await keys_under(redis_url, redis_prefix))
         with trio.fail_after(5):
             await restored.wait()
+
+
+async def test_places_taken_during_an_outage_are_written_back(
+    outage: Any, redis_url: str, redis_prefix: str
+) -> None:
+    """Connections admitted while Redis was away count across processes once it is back."""
+    limits, proxy, restored = outage
+    cap = RELAY_POLICIES.places[names.CONNECTIONS_USER].cap
+    for n in range(cap):
+        assert await limits.occupy(names.CONNECTIONS_USER, "u1", f"c{n}")
+    await proxy.resume()
+    with trio.fail_after(5):
+        while not limits.available or not restored:
+            await trio.sleep(0.05)
+    async with opened(redis_url, redis_prefix) as elsewhere:
+        assert not await elsewhere.occupy(names.CONNECTIONS_USER, "u1", "other")
+
+
+async def test_a_redis_that_lost_its_data_gets_the_places_back(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Redis restarted empty: the places this process holds are written again."""
+    async with opened(redis_url, redis_prefix, PLACES) as a, opened(
+        redis_url, redis_prefix, PLACES
+    ) as b:
+        for holder in ("a1", "a2", "a3"):
+            await a.occupy("conns", "alice", holder)
+        async with redis_client(redis_url) as client:
+            await client.delete(await keys_under(redis_url, redis_prefix))
+        with trio.fail_after(5):
+            while await b.occupy("conns", "alice", "b1"):  # the data is gone: b gets in...
+                await b.vacate("conns", "alice", "b1")
+                await trio.sleep(0.05)
+        # ...until a has written its places again.
+        assert not await b.occupy("conns", "alice", "b1")
 
 
 # --- the scripts are the pure arithmetic ---------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+from trio_websocket import ConnectionRejected
 
 from tests.conftest import RelayFactory, bearer, login, register, signed_up
 from tests.redisproxy import RedisProxy
@@ -106,6 +107,30 @@ async def test_both_relays_count_against_one_login_limit(
         "/api/login", json={"username": "alice", "password": "correct horse battery"}
     )
     assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
+
+
+async def test_both_relays_count_against_one_connection_cap_per_user(
+    hosted_relays: RelayFactory, redis_url: str, redis_prefix: str
+) -> None:
+    """Cap 1: Alice connected on A is refused 503 on B; once she leaves A, B lets her in."""
+    changes = on_redis(redis_url, redis_prefix, ws__max_connections_per_user=1)
+    relay_a, http_a = await hosted_relays(**changes)
+    relay_b, _ = await hosted_relays(**changes)
+    alice = await signed_up(http_a, "alice")
+    async with connect(relay_a, alice["access_token"]) as on_a:
+        await on_a.expect("ready")
+        with pytest.raises(ConnectionRejected) as refused:
+            async with connect(relay_b, alice["access_token"]):
+                pass
+        assert refused.value.status_code == 503
+    with trio.fail_after(5):  # A gives the place back just after the socket closes
+        while True:
+            try:
+                async with connect(relay_b, alice["access_token"]) as on_b:
+                    await on_b.expect("ready")
+                    break
+            except ConnectionRejected:
+                await trio.sleep(0.02)
 
 
 async def test_while_redis_is_down_connected_clients_keep_talking_and_logins_wait(

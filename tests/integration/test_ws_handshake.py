@@ -223,6 +223,18 @@ async def test_per_user_connection_cap_is_503(relay_with: RelayFactory) -> None:
             await other.expect("ready")
 
 
+async def test_a_closed_connection_gives_its_users_place_back(relay_with: RelayFactory) -> None:
+    """Cap 1: after the socket closes, and after a refusal, the next handshake gets in."""
+    relay, http = await relay_with(ws__max_connections_per_user=1)
+    alice = await account(http)
+    for _ in range(3):
+        async with connect(relay, alice["access_token"]) as ws:
+            await ws.expect("ready")
+            assert (await refused(relay, alice["access_token"])).status_code == 503
+        with trio.fail_after(5):  # the server's handler ends just after the socket closes
+            await trio.testing.wait_all_tasks_blocked()
+
+
 async def test_slow_handshake_is_dropped(
     relay_with: RelayFactory, virtual_clock: trio.abc.Clock
 ) -> None:

@@ -17,6 +17,7 @@ from relay.limits import (
     Limits,
     LockoutPolicy,
     MemoryLimits,
+    PlacePolicy,
     Policies,
     RatePolicy,
     open_redis_limits,
@@ -28,6 +29,7 @@ LOCKOUT = LockoutPolicy(threshold=5, window=15 * MINUTE, duration=15 * MINUTE)
 POLICIES = Policies(
     rates={"handshake": RatePolicy.per_minute(120), "login": RatePolicy.per_minute(60)},
     lockouts={"login": LOCKOUT, "guard": LockoutPolicy(threshold=2, window=60, duration=30)},
+    places={"conns": PlacePolicy(cap=3)},
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.limits import Limits, LockoutPolicy, Policies, RatePolicy
+from relay.limits import Limits, LockoutPolicy, PlacePolicy, Policies, RatePolicy
 
 from .conftest import MINUTE, FakeClock, Opener
 
@@ -238,6 +238,61 @@ async def test_unlock_prefix_takes_the_prefix_literally(limits: Limits) -> None:
     assert await limits.locked_for("login", "ab|1") == 15 * MINUTE
 
 
+# --- places --------------------------------------------------------------------
+
+
+async def test_a_key_has_cap_places_and_the_next_holder_is_refused(limits: Limits) -> None:
+    """PlacePolicy(cap=3): three holders get a place, the fourth does not."""
+    assert [await limits.occupy("conns", "alice", h) for h in ("a", "b", "c", "d")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+
+
+async def test_a_vacated_place_can_be_taken_again(limits: Limits) -> None:
+    """Giving one place back lets exactly one more holder in."""
+    for holder in ("a", "b", "c"):
+        await limits.occupy("conns", "alice", holder)
+    await limits.vacate("conns", "alice", "b")
+    assert await limits.occupy("conns", "alice", "d")
+    assert not await limits.occupy("conns", "alice", "e")
+
+
+async def test_a_holder_occupying_again_takes_no_second_place(limits: Limits) -> None:
+    """Occupy is idempotent per holder: asking twice still leaves room for two others."""
+    assert await limits.occupy("conns", "alice", "a")
+    assert await limits.occupy("conns", "alice", "a")
+    assert await limits.occupy("conns", "alice", "b")
+    assert await limits.occupy("conns", "alice", "c")
+    assert not await limits.occupy("conns", "alice", "d")
+
+
+async def test_vacating_a_place_never_held_changes_nothing(limits: Limits) -> None:
+    """A stray vacate (a refused or never-made occupy) frees no one else's place."""
+    for holder in ("a", "b", "c"):
+        await limits.occupy("conns", "alice", holder)
+    await limits.vacate("conns", "alice", "stranger")
+    await limits.vacate("conns", "bob", "a")
+    assert not await limits.occupy("conns", "alice", "d")
+
+
+async def test_places_of_different_keys_are_counted_apart(limits: Limits) -> None:
+    """Alice at her cap leaves Bob all of his places."""
+    for holder in ("a", "b", "c"):
+        await limits.occupy("conns", "alice", holder)
+    assert [await limits.occupy("conns", "bob", h) for h in ("a", "b", "c")] == [True] * 3
+
+
+async def test_a_place_limit_with_no_policy_is_a_key_error(limits: Limits) -> None:
+    """occupy and vacate name the unknown limit."""
+    with pytest.raises(KeyError, match="nope"):
+        await limits.occupy("nope", "alice", "a")
+    with pytest.raises(KeyError, match="nope"):
+        await limits.vacate("nope", "alice", "a")
+
+
 # --- known sources -----------------------------------------------------------
 
 
@@ -352,7 +407,8 @@ async def test_an_unusable_policy_fails_when_the_adapter_is_built(
     for policies in (
         Policies(rates={"bad": RatePolicy(rate=0.0, burst=1.0)}),
         Policies(lockouts={"bad": LockoutPolicy(threshold=0, window=1, duration=1)}),
+        Policies(places={"bad": PlacePolicy(cap=0)}),
     ):
-        with pytest.raises(ValueError, match=r"rate|threshold"):
+        with pytest.raises(ValueError, match=r"rate|threshold|cap"):
             async with open_limits(policies, clock):
                 pass

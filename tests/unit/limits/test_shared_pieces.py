@@ -87,7 +87,7 @@ def test_the_cache_is_bounded_forgetting_the_oldest_note() -> None:
 def test_every_limit_relay_defines_has_a_decided_unavailability_mode() -> None:
     """A new limit cannot ship without someone choosing open or closed for it."""
     defined = policies(Config())
-    assert set(FAIL_MODES) == set(defined.rates) | set(defined.lockouts)
+    assert set(FAIL_MODES) == set(defined.rates) | set(defined.lockouts) | set(defined.places)
 
 
 def test_logging_in_fails_closed_and_connected_clients_fail_open() -> None:
