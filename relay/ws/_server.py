@@ -10,8 +10,9 @@ Once the token is good, the connection takes a place of this process
 its user's places (``ws_connections_user`` in the Limits port: shared by
 every process on Redis), and holds both until it ends.
 
-Shutdown order (after websockets' documented one): stop accepting → answer
-handshakes still in progress with 503 → close open connections with 1001 →
+Shutdown order (after websockets' documented one): stop accepting → close
+sockets that have not sent their request → answer handshakes still in
+progress with 503 → close open connections with 1001 →
 wait for their handlers (at most ``ws.shutdown_grace``) → store what the
 pipeline still holds → return.
 """
@@ -57,6 +58,8 @@ USERNAME_CACHE = 100_000  # user ids whose username is remembered
 
 _TICKET: ContextVar[Ticket] = ContextVar("ws_ticket")
 """The accept-time ticket of the connection this task serves (same task as the handler)."""
+_BEFORE_REQUEST: ContextVar[trio.CancelScope] = ContextVar("ws_before_request")
+"""The scope of this task's socket, cancelled at shutdown if no request came yet."""
 
 
 class WsServer:
@@ -93,6 +96,7 @@ class WsServer:
         self.heartbeats = Heartbeats()
         self._errors = LogSampler(services.clock)  # one traceback per IP per 10 s
         self._usernames: OrderedDict[str, str] = OrderedDict()
+        self._before_request: set[trio.CancelScope] = set()
         self._ctx = ConnectionContext(
             config=config,
             store=services.store,
@@ -143,7 +147,14 @@ class WsServer:
 
                     async def handle(stream: trio.SocketStream, ticket: Ticket) -> None:
                         _TICKET.set(ticket)
-                        await serve_connection(server, stream)
+                        scope = trio.CancelScope()
+                        _BEFORE_REQUEST.set(scope)
+                        self._before_request.add(scope)
+                        try:
+                            with scope:
+                                await serve_connection(server, stream)
+                        finally:
+                            self._before_request.discard(scope)
 
                     async with trio.open_nursery() as accepting:
                         await accepting.start(
@@ -165,6 +176,11 @@ class WsServer:
                         self._log.info("ws.shutdown", connections=len(self.registry))
                         self.gate.shutting_down = True
                         accepting.cancel_scope.cancel()
+                    # A socket that has not sent its request yet has nothing to
+                    # lose: closed now, not after ws.shutdown_grace (a slowloris
+                    # must not delay every shutdown).
+                    for scope in tuple(self._before_request):
+                        scope.cancel()
                     for listener in listeners:
                         await listener.aclose()
                     self.registry.close_all(SHUTTING_DOWN)
@@ -209,6 +225,9 @@ class WsServer:
     async def _handle(self, request: WebSocketRequest) -> None:
         """One handshake and, if admitted, one connection. Never raises."""
         structlog.contextvars.bind_contextvars(conn_id=secrets.token_hex(6))
+        before_request = _BEFORE_REQUEST.get(None)
+        if before_request is not None:  # it is a handshake now: answered at shutdown
+            self._before_request.discard(before_request)
         ticket = _TICKET.get(None)
         # The accept loop read the peer's address while the socket was fresh:
         # asking the socket again fails (ENOTCONN) once the peer has reset.

@@ -78,6 +78,21 @@ async def test_one_ip_cannot_hold_more_than_its_pending_sockets(relay_with: Rela
         await stream.aclose()
 
 
+async def test_sockets_that_never_sent_a_request_do_not_delay_shutdown(
+    relay_with: RelayFactory,
+) -> None:
+    """Silent and half-sent upgrade requests are closed at shutdown, not after the 10 s grace."""
+    relay, _ = await relay_with()
+    silent = [await trio.open_tcp_stream("127.0.0.1", relay.bound.ws_port) for _ in range(3)]
+    await silent[0].send_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # a slowloris
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.fail_after(2):
+        await relay.shutdown()
+        for stream in silent:
+            assert await read_all(stream) == b""  # closed by the server
+            await stream.aclose()
+
+
 async def test_authenticated_sockets_stop_counting_as_pending(relay_with: RelayFactory) -> None:
     """Once a socket's token is good it frees its pending slot for the next handshake."""
     relay, http = await relay_with(ws__max_pending_per_ip=2)
