@@ -25,7 +25,8 @@ def test_a_hanging_trio_test_fails_after_the_deadline(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
-            "-o", "trio_mode=true", "-o", "timeout=60", "-q", str(tmp_path / "test_hang.py"),
+            "-o", "trio_mode=true", "-o", "timeout=60", "-q", "-n", "0",  # one process
+            str(tmp_path / "test_hang.py"),
         ],
         cwd=root,
         env={**os.environ, "RELAY_TEST_TIMEOUT": "1"},
