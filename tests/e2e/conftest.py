@@ -139,6 +139,12 @@ class Cluster:
         self._spawn = spawn
         self.env = env
         self.redis_url = redis_url
+        self._children: list[RelayProcess] = []
+
+    def kill_all(self) -> None:
+        """Kill every process started here (before their schema is dropped)."""
+        for child in self._children:
+            child.kill()
 
     async def start(self, **env: str) -> Node:
         """A new process (with *env* on top of the cluster's); returns once it listens.
@@ -146,6 +152,7 @@ class Cluster:
         Waits in a thread, so the test's own Trio tasks (a proxy) keep running.
         """
         child = self._spawn(["serve"], {**self.env, **env})
+        self._children.append(child)
         ports = await trio.to_thread.run_sync(child.wait_for_event, "relay.listening")
         return Node(
             child, f"http://127.0.0.1:{ports['http_port']}", f"ws://127.0.0.1:{ports['ws_port']}/ws"
@@ -158,8 +165,8 @@ def cluster(
 ) -> Iterator[Cluster]:
     """Relay processes sharing a fresh PostgreSQL schema and a Redis prefix of the test's own.
 
-    (``spawn`` comes last, so its processes are killed before the schema is
-    dropped and the prefix cleaned.)
+    Its processes are killed before the schema is dropped: a live one's
+    queries and ``DROP SCHEMA`` can deadlock.
     """
     with pg.fresh_schema() as schema:
         env = secret_env(relay_env) | {
@@ -174,7 +181,11 @@ def cluster(
             "RELAY_LIMITS_URL": redis_url,
             "RELAY_LIMITS_PREFIX": redis_prefix,
         }
-        yield Cluster(spawn, env, redis_url)
+        cluster = Cluster(spawn, env, redis_url)
+        try:
+            yield cluster
+        finally:
+            cluster.kill_all()
 
 
 __all__ = ["Cluster", "Node", "RelayProcess", "secret_env", "signal"]

@@ -96,7 +96,7 @@ async def test_two_processes_occupying_at_once_never_hold_more_than_the_cap(
             for n in range(40):
                 nursery.start_soon(occupy, one if n % 2 else two, f"h{n}")
         assert held.count(True) == 3
-        await one.vacate("conns", "alice", "h0")  # never held by one: frees nothing
+        await one.vacate("conns", "alice", "stranger")  # a holder never seen frees nothing
         assert not await two.occupy("conns", "alice", "late")
 
 
