@@ -14,6 +14,8 @@ def source_of(address: str) -> str:
     Anything that is not an IP address (a Unix socket) is kept, cut to 64
     characters.
     """
+    if ":" not in address:  # IPv4 as the kernel writes it (or not an IP): as it is
+        return address[:64]
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

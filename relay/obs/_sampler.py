@@ -42,17 +42,27 @@ class LogSampler:
             self._seen.popitem(last=False)  # the longest-quiet source
         return 0 if entry is None else entry[1]
 
+    def due(self, event: str, source: str) -> int | None:
+        """:meth:`admit` on the clock given at construction.
+
+        For the hottest paths (a flood's refusals): they ask first and build
+        the log line's fields only when one is due.
+        """
+        if self._clock is None:
+            raise RuntimeError("LogSampler needs the clock given at construction to log")
+        return self.admit(event, source, self._clock())
+
     def warn(self, log: Any, event: str, source: str, /, **fields: Any) -> None:
         """Log *event* as a warning if :meth:`admit` lets it through, with ``suppressed``."""
-        self._emit(log.warning, event, source, fields)
+        self._emit(log, "warning", event, source, fields)
 
     def error(self, log: Any, event: str, source: str, /, **fields: Any) -> None:
         """Like :meth:`warn`, at error level (an unexpected failure a peer can repeat)."""
-        self._emit(log.error, event, source, fields)
+        self._emit(log, "error", event, source, fields)
 
-    def _emit(self, method: Any, event: str, source: str, fields: dict[str, Any]) -> None:
-        if self._clock is None:
-            raise RuntimeError("LogSampler needs the clock given at construction to log")
-        suppressed = self.admit(event, source, self._clock())
+    def _emit(self, log: Any, level: str, event: str, source: str, fields: dict[str, Any]) -> None:
+        suppressed = self.due(event, source)
         if suppressed is not None:
-            method(event, ip=source, suppressed=suppressed, **fields)
+            # Looked up only now: on structlog's lazy proxy every attribute
+            # access binds a new logger, which a suppressed event must not pay.
+            getattr(log, level)(event, ip=source, suppressed=suppressed, **fields)

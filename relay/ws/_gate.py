@@ -95,12 +95,12 @@ class HandshakeGate:
         self._auth = auth
         self._metrics = metrics
         self._log = log
-        self._sampler = LogSampler(clock)
+        self.sampler = LogSampler(clock)  # also the shed path's, in the server
         self.shutting_down = False
 
     def warn(self, event: str, ip: str, **fields: object) -> None:
         """Log a refusal, at most once per event and IP every 10 s (with a count)."""
-        self._sampler.warn(self._log, event, ip, **fields)
+        self.sampler.warn(self._log, event, ip, **fields)
 
     async def check(
         self,
