@@ -127,8 +127,7 @@ class RedisLimits:
         self._revoke = Script(_lua.REVOKE)
         self._is_revoked = Script(_lua.IS_REVOKED)
         self._places = RedisPlaces(
-            policies.places, self._keys, self._script, self._guard, self._alone,
-            place_ttl=place_ttl,
+            policies.places, self._keys, self._script, self._guard, place_ttl=place_ttl
         )
 
     @property

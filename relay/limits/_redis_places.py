@@ -9,7 +9,8 @@ process's places are free again within ``place_ttl``; a live one's never
 lapse while Redis answers.
 
 While Redis is down, places are taken by this process alone (each limit's
-fail mode says so, :mod:`relay.limits._unavailable`) and remembered; when
+fail mode says so, :mod:`relay.limits._unavailable`: at most the cap in
+this process, counting the places Redis granted it before) and remembered; when
 Redis is back (or lost its data) every place held here is written again, so
 the shared count is whole as soon as it can be.
 """
@@ -23,7 +24,7 @@ import trio
 
 from . import _lua
 from ._keys import KeySpace
-from ._memory import MemoryLimits, bounded_key
+from ._memory import bounded_key
 from ._port import PlacePolicy
 from ._redis_batch import Script
 from ._redis_guard import RedisGuard
@@ -42,8 +43,7 @@ class RedisPlaces:
     """The ``occupy``/``vacate`` half of :class:`~relay.limits.RedisLimits`.
 
     *run_script* runs a script on a key with arguments (the adapter's
-    batcher); *guard* answers by fail mode while Redis is down; *alone* is
-    the adapter's in-process fallback.
+    batcher); *guard* answers by fail mode while Redis is down.
     """
 
     def __init__(
@@ -52,7 +52,6 @@ class RedisPlaces:
         keys: KeySpace,
         run_script: ScriptCall,
         guard: RedisGuard,
-        alone: MemoryLimits,
         *,
         place_ttl: float = PLACE_TTL,
     ) -> None:
@@ -62,7 +61,6 @@ class RedisPlaces:
         self._keys = keys
         self._script = run_script
         self._guard = guard
-        self._alone = alone
         self.ttl = place_ttl
         # (limit, bounded key) -> this process's holders: what it renews.
         self._held: dict[tuple[str, str], set[str]] = {}
@@ -81,9 +79,13 @@ class RedisPlaces:
             )
             return bool(int(reply))
 
-        granted = await self._guard.either(
-            limit, shared, lambda: self._alone.occupy(limit, key, holder)
-        )
+        async def alone() -> bool:
+            # Every place this process holds counts, those Redis granted too:
+            # alone, one process never lets a user past the cap.
+            holders = self._held.get((limit, key), ())
+            return holder in holders or len(holders) < policy.cap
+
+        granted = await self._guard.either(limit, shared, alone)
         if granted:
             self._held.setdefault((limit, key), set()).add(holder)
         return granted
@@ -97,8 +99,10 @@ class RedisPlaces:
             holders.discard(holder)
             if not holders:
                 del self._held[(limit, key)]
-        await self._alone.vacate(limit, key, holder)
 
+        # From here to the script's place in the batcher's queue nothing
+        # yields: a renewal that read the holders before this queued its
+        # script before this one, and one that reads them after omits it.
         async def shared() -> None:
             await self._script(self._vacate, self._keys.places(limit, key), holder)
 
@@ -117,19 +121,23 @@ class RedisPlaces:
         Keys go out :data:`RENEW_BATCH` at a time, concurrently, so that the
         adapter's batcher sends each batch as one pipeline.
         """
-        held = [(limit, key, sorted(holders)) for (limit, key), holders in self._held.items()]
-        for start in range(0, len(held), RENEW_BATCH):
+        keys = list(self._held)
+        for start in range(0, len(keys), RENEW_BATCH):
             if not self._guard.up:
                 return
             async with trio.open_nursery() as nursery:
-                for limit, key, holders in held[start : start + RENEW_BATCH]:
-                    nursery.start_soon(self._renew_one, limit, key, holders, restore)
+                for limit, key in keys[start : start + RENEW_BATCH]:
+                    nursery.start_soon(self._renew_one, limit, key, restore)
 
-    async def _renew_one(self, limit: str, key: str, holders: list[str], restore: bool) -> None:
+    async def _renew_one(self, limit: str, key: str, restore: bool) -> None:
         name = self._keys.places(limit, key)
 
         async def shared() -> None:
-            await self._script(self._renew, name, self.ttl, int(restore), *holders)
+            # The holders are read as the script is queued, not before: a
+            # place given back meanwhile must not be written again (restore).
+            holders = sorted(self._held.get((limit, key), ()))
+            if holders:
+                await self._script(self._renew, name, self.ttl, int(restore), *holders)
 
         await self._guard.either(limit, shared, trio.lowlevel.checkpoint, mode=FailMode.OPEN)
 

@@ -179,7 +179,9 @@ class WsServer:
                         accepting.cancel_scope.cancel()
                     # A socket that has not sent its request yet has nothing to
                     # lose: closed now, not after ws.shutdown_grace (a slowloris
-                    # must not delay every shutdown).
+                    # must not delay every shutdown). A request read in the very
+                    # instant before its handler starts is dropped, not answered
+                    # 503: its client retries either way.
                     for scope in tuple(self._before_request):
                         scope.cancel()
                     for listener in listeners:
@@ -285,19 +287,18 @@ class WsServer:
             raise Refusal(503, "unavailable")
         holder = secrets.token_hex(8)  # this connection's place, unique across processes
         limits = self._services.limits
-        held: bool | None = None  # None: unknown (the call was cut short), so give it back
         try:
-            held = await limits.occupy(names.CONNECTIONS_USER, user_id, holder)
-            if not held:
+            # Given back even when refused: a "no" may come from this process
+            # alone after the shared store took the place and the answer was lost.
+            if not await limits.occupy(names.CONNECTIONS_USER, user_id, holder):
                 raise Refusal(503, "user_connection_limit")
             ticket = _TICKET.get(None)
             if ticket is not None:
                 ticket.give_back(self.pending)
             yield
         finally:
-            if held is not False:
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await limits.vacate(names.CONNECTIONS_USER, user_id, holder)
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await limits.vacate(names.CONNECTIONS_USER, user_id, holder)
             self.registry.release(user_id)
 
     async def _first_frame_auth(self, ws: WebSocketConnection, ip: str) -> AccessClaims | None:

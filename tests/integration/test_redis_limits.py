@@ -8,12 +8,14 @@ test stops. Skipped, saying why, when no Redis is reachable.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from relay.config import Config
 from relay.errors import Unavailable
@@ -357,6 +359,43 @@ async def test_places_taken_during_an_outage_are_written_back(
             await trio.sleep(0.05)
     async with opened(redis_url, redis_prefix) as elsewhere:
         assert not await elsewhere.occupy(names.CONNECTIONS_USER, "u1", "other")
+
+
+async def test_alone_a_process_counts_the_places_redis_granted_it(
+    redis_prefix: str, nursery: trio.Nursery
+) -> None:
+    """At the cap through Redis, then Redis goes: this process still refuses the next one."""
+    conns = names.CONNECTIONS_USER  # fails open
+    proxy = RedisProxy()
+    await proxy.start(nursery)
+    async with opened(proxy.url, redis_prefix, Policies(places={conns: PlacePolicy(3)})) as limits:
+        for holder in ("a1", "a2", "a3"):
+            assert await limits.occupy(conns, "alice", holder)
+        proxy.stop()
+        assert not await limits.occupy(conns, "alice", "a4")
+        assert not limits.available
+        await limits.vacate(conns, "alice", "a1")
+        assert await limits.occupy(conns, "alice", "a4")
+
+
+async def test_a_place_given_back_while_places_are_restored_stays_given_back(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Writing the places back (after an outage) never writes one that was vacated meanwhile.
+
+    1,200 users' places go back in three pipelines; the last user's place
+    is given back while the first is on its way.
+    """
+    async with opened(redis_url, redis_prefix, PLACES) as a, opened(
+        redis_url, redis_prefix, PLACES
+    ) as b:
+        for n in range(1200):
+            await a.occupy("conns", f"u{n}", "h")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(a._places.renew, restore=True))
+            await trio.testing.wait_all_tasks_blocked()  # the first pipeline is out
+            await a.vacate("conns", "u1199", "h")
+        assert [await b.occupy("conns", "u1199", h) for h in ("b1", "b2", "b3")] == [True] * 3
 
 
 async def test_a_redis_that_lost_its_data_gets_the_places_back(
