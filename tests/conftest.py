@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -362,3 +364,20 @@ async def hosted_relays(
     for running, closed in hosted:
         await running.shutdown()
         await closed.wait()
+
+
+# -- what a piece of code imports ------------------------------------------------
+
+
+def all_modules_after(code: str) -> set[str]:
+    """Every module *code* leaves imported, run in a fresh interpreter."""
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()[-1]
+    return set(json.loads(out))
+
+
+def modules_after(code: str, prefix: str) -> set[str]:
+    """The modules named *prefix* or *prefix*.* that *code* leaves imported (fresh interpreter)."""
+    return {m for m in all_modules_after(code) if m == prefix or m.startswith(prefix + ".")}

@@ -13,9 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..config import ConfigError, load_config
-from ._migrate import add_migrate_parser, run_migrate
-from ._serve import serve
-from ._users import add_user_parsers, run_user_command
+from ._parsers import add_migrate_parser, add_user_parsers
 
 EXIT_USAGE = 2
 
@@ -37,10 +35,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"relay: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    # Each command loads what it needs only now (the servers, the drivers).
     if args.command == "serve":
+        from ._serve import serve
+
         return serve(config, dev=args.dev, workers=args.workers, config_path=args.config)
     if args.command == "migrate":
+        from ._migrate import run_migrate
+
         return run_migrate(config, args)
+    from ._users import run_user_command
+
     return run_user_command(config, args)
 
 

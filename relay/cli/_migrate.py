@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Config
@@ -35,26 +34,6 @@ class _Stop(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
-
-
-def add_migrate_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    config_option: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    command = sub.add_parser(
-        "migrate", help="migrate the configured store's schema (to the latest, or up or down to N)"
-    )
-    config_option(command)
-    # A string, checked here: argparse's own error would be a usage block, not one line.
-    command.add_argument(
-        "--to",
-        metavar="N",
-        help=f"the schema version to reach, 0 to {LATEST_VERSION} "
-        f"(default: the latest, {LATEST_VERSION})",
-    )
-    command.add_argument(
-        "--yes", action="store_true", help="confirm going down (it drops what later versions added)"
-    )
 
 
 def run_migrate(config: Config, args: argparse.Namespace) -> int:

@@ -39,33 +39,6 @@ class Stop(Exception):
         self.code = code
 
 
-def add_user_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    config_option: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    user = sub.add_parser("user", help="manage accounts in the configured store")
-    commands = user.add_subparsers(dest="user_command", required=True)
-    for name, text in (
-        ("add", "create an account"),
-        ("list", "list every account"),
-        ("delete", "delete an account with its devices, keys and queued messages"),
-        ("passwd", "set an account's password (its sessions end)"),
-        ("unlock", "lift the login lockouts of a username (on the running relay)"),
-    ):
-        command = commands.add_parser(name, help=text)
-        config_option(command)
-        if name != "list":
-            command.add_argument("name")
-        if name in ("add", "passwd"):
-            command.add_argument(
-                "--password-stdin",
-                action="store_true",
-                help="read the password from standard input",
-            )
-        if name == "delete":
-            command.add_argument("--yes", action="store_true", help="do not ask to confirm")
-
-
 def run_user_command(config: Config, args: argparse.Namespace) -> int:
     """Run ``relay user …``; the exit code. Never a traceback for an operator's mistake."""
     configure_logging("error", config.log.format)  # the command prints what it did

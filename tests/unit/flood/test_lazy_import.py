@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from relay.cli import main
+from tests.conftest import all_modules_after, modules_after
 
 SERVE_PATH = """
 import relay.cli
@@ -17,20 +14,6 @@ try:
 except SystemExit:
     pass
 """
-
-
-def all_modules_after(code: str) -> set[str]:
-    """Every module *code* leaves imported, run in a fresh interpreter."""
-    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
-    ).stdout.splitlines()[-1]
-    return set(json.loads(out))
-
-
-def modules_after(code: str, prefix: str) -> set[str]:
-    """The modules named *prefix* or *prefix*.* that *code* leaves imported (fresh interpreter)."""
-    return {m for m in all_modules_after(code) if m == prefix or m.startswith(prefix + ".")}
 
 
 def test_relay_serve_does_not_import_relay_flood() -> None:
