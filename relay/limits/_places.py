@@ -41,7 +41,3 @@ class Places:
             holders.discard(holder)
             if not holders:
                 del self._held[key]
-
-    def held(self, key: str) -> int:
-        """Places of *key* held now."""
-        return len(self._held.get(key, ()))

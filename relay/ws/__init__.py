@@ -4,8 +4,8 @@ Modules, in the order a socket meets them:
 
 - ``_server``: accepts through :mod:`relay.net`, runs the handshake gate,
   holds a place of this process and one of the user's (the Limits port's
-  ``ws_connections_user``: every process together), and owns the registry, the pipeline and the
-  heartbeat task.
+  ``ws_connections_user``: every process together), and owns the registry,
+  the pipeline and the heartbeat task.
 - ``_gate`` (token, origin, limits), ``_frames`` (the sans-I/O codec).
 - ``_connection`` (I/O) over ``_life`` (its sans-I/O state machine),
   ``_outbox`` (what it will write) and ``_heartbeats`` (one timer task).

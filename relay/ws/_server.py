@@ -236,7 +236,8 @@ class WsServer:
 
     async def _handle(self, request: WebSocketRequest) -> None:
         """One handshake and, if admitted, one connection. Never raises."""
-        structlog.contextvars.bind_contextvars(conn_id=secrets.token_hex(6))
+        conn_id = secrets.token_hex(6)  # its log lines' id, and its place's holder
+        structlog.contextvars.bind_contextvars(conn_id=conn_id)
         before_request = _BEFORE_REQUEST.get(None)
         if before_request is not None:  # it is a handshake now: answered at shutdown
             self._before_request.discard(before_request)
@@ -245,18 +246,18 @@ class WsServer:
         # asking the socket again fails (ENOTCONN) once the peer has reset.
         ip = ticket.source if ticket is not None else "unknown"
         try:
-            await self._admit_and_serve(request, ip)
+            await self._admit_and_serve(request, ip, conn_id)
         except Exception as exc:  # reported as the accept loop reports any handler's error
             self._on_handler_error(ip, exc)
 
-    async def _admit_and_serve(self, request: WebSocketRequest, ip: str) -> None:
+    async def _admit_and_serve(self, request: WebSocketRequest, ip: str, conn_id: str) -> None:
         async with AsyncExitStack() as places:
             try:
                 claims = await self.gate.check(
                     ip, request.path, request.headers, self.registry.full()
                 )
                 if claims is not None:
-                    await places.enter_async_context(self._places(claims.user_id))
+                    await places.enter_async_context(self._places(claims.user_id, conn_id))
             except Refusal as refusal:
                 self._metrics.ws_handshakes.labels(refusal.outcome).inc()
                 await request.reject(refusal.status, extra_headers=refusal.headers)
@@ -268,7 +269,7 @@ class WsServer:
                 if claims is None:
                     return
                 try:
-                    await places.enter_async_context(self._places(claims.user_id))
+                    await places.enter_async_context(self._places(claims.user_id, conn_id))
                 except Refusal as refusal:
                     self._metrics.ws_handshakes.labels(refusal.outcome).inc()
                     await close_and_release(ws, 1013, "too many connections")
@@ -276,8 +277,9 @@ class WsServer:
             await self._serve(ws, claims, ip)
 
     @asynccontextmanager
-    async def _places(self, user_id: str) -> AsyncIterator[None]:
-        """Hold a place of this process and one of the user's places; or raise Refusal.
+    async def _places(self, user_id: str, holder: str) -> AsyncIterator[None]:
+        """Hold a place of this process and one of the user's places (named *holder*,
+        random: unique among a user's connections on every process); or raise Refusal.
 
         Both are given back on exit, however it comes (the user's place with
         a shielded call of at most 2 s: a lease it could not give back lapses
@@ -285,7 +287,6 @@ class WsServer:
         """
         if self.registry.reserve(user_id) is Full.TOTAL:
             raise Refusal(503, "unavailable")
-        holder = secrets.token_hex(8)  # this connection's place, unique across processes
         limits = self._services.limits
         try:
             # Given back even when refused: a "no" may come from this process
