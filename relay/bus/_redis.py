@@ -22,22 +22,25 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import coredis
 import msgspec
 import trio
-from coredis.retry import NoRetryPolicy
-from coredis.tokens import PureToken
 
+from ..limits import REDIS_TIMEOUT as TIMEOUT
 from ..limits import REDIS_UNREACHABLE, redis_client
 from ..obs import Logger, LogSampler
+from ..resp import Arg, RedisAddress, Reply, ReplyError, RespClient, open_subscription
 from ._events import Event, MessageQueued, Resync, SessionRevoked
 from ._port import Sink
 from ._routing import DECODER, BusKeys, Presence, envelopes, narrowed, route, targets
 
-FAILED: tuple[type[BaseException], ...] = (coredis.exceptions.RedisError, *REDIS_UNREACHABLE)
+FAILED: tuple[type[BaseException], ...] = (
+    coredis.exceptions.RedisError,
+    ReplyError,
+    *REDIS_UNREACHABLE,
+)
 
 OUTGOING = 1024
 """Events waiting to be published; a full queue makes publishers wait (backpressure)."""
@@ -86,6 +89,7 @@ class RedisBus:
     def __init__(
         self,
         client: coredis.Redis[str],
+        address: RedisAddress,
         *,
         prefix: str,
         presence_ttl: float,
@@ -95,6 +99,11 @@ class RedisBus:
     ) -> None:
         self.process_id = process_id or secrets.token_hex(8)
         self._client = client
+        self._address = address
+        # The hot path (publishing, the subscription) speaks RESP on connections
+        # of its own: coredis's per-call work cost ~4x the round trip (ADR 0008).
+        self._publisher = RespClient(address, timeout=TIMEOUT)  # the publishing task's
+        self._catch_up = RespClient(address, timeout=TIMEOUT)  # the subscribing task's
         self._keys = BusKeys(prefix)
         self._channel = self._keys.process(self.process_id)
         self._ttl_ms = max(1, round(presence_ttl * 1000))
@@ -141,7 +150,8 @@ class RedisBus:
     async def publish(self, event: Event) -> None:
         """Deliver *event* here at once; queue what other processes must get.
 
-        Waits only if :data:`OUTGOING` events are already queued. Never
+        Waits (and is a checkpoint) only if :data:`OUTGOING` events are
+        already queued. Never
         raises for Redis: what cannot be published is made up for by a
         Resync (messages) or published later (revocations).
         """
@@ -150,7 +160,13 @@ class RedisBus:
             return
         remote = tuple(d for d in targets(event) if d not in self._presence)
         if remote or isinstance(event, SessionRevoked):
-            await self._send.send((event, remote))
+            try:
+                # No checkpoint while there is room: the pipeline publishes a whole
+                # batch before any connection's writer runs, so frames for one
+                # socket share a write, as they do when delivered here.
+                self._send.send_nowait((event, remote))
+            except trio.WouldBlock:
+                await self._send.send((event, remote))
 
     async def announce(self, device_id: str) -> None:
         """Route *device_id*'s events here from now on (written before returning).
@@ -196,19 +212,19 @@ class RedisBus:
         while True:
             with trio.CancelScope() as self._subscription:
                 try:
-                    async with self._client.pubsub(
-                        channels=[self._channel, self._keys.everyone],
-                        ignore_subscribe_messages=True,
-                        retry_policy=NoRetryPolicy(),
-                    ) as pubsub:
+                    async with open_subscription(
+                        self._address, [self._channel, self._keys.everyone], timeout=TIMEOUT
+                    ) as subscription:
                         self._connected = True  # from now on announce writes its route
                         await self._subscribed()
                         pause = 0.05
                         if not started:
                             started = True
                             task_status.started()
-                        async for message in pubsub:
-                            self._received(str(message["channel"]), message["data"])
+                        everyone = self._keys.everyone.encode()
+                        async for batch in subscription.batches():
+                            for channel, data in batch:  # no checkpoint: pushed together
+                                self._received(data, broadcast=channel == everyone)
                 except* FAILED as group:
                     self._lost(_first(group))
                 except* anyio.ClosedResourceError:
@@ -238,11 +254,13 @@ class RedisBus:
         while True:
             missed, self._missed_pushes = self._missed_pushes, False
             unsent = list(self._unsent)
-            async with self._client.pipeline(transaction=False) as pipe:
-                for event in unsent:
-                    self._queue_revocation(pipe, event)
-                if missed:  # what this process could not push: everyone reads
-                    pipe.publish(self._keys.everyone, self._encode(Resync()))
+            commands: list[list[Arg]] = []
+            for event in unsent:
+                commands += self._revocation(event)
+            if missed:  # what this process could not push: everyone reads
+                commands.append(["PUBLISH", self._keys.everyone, self._encode(Resync())])
+            if commands:
+                _raise_first_error(await self._catch_up.execute(commands))
             for _ in unsent:
                 self._unsent.popleft()
             if not self._missed_pushes:
@@ -262,18 +280,18 @@ class RedisBus:
                 self._keys.revocations, start=f"({self._revocations_seen}", count=1000
             )
             for entry in entries:
-                self._received(self._keys.everyone, entry.field_values.get("e", ""))
+                self._received(entry.field_values.get("e", ""), broadcast=True)
                 self._revocations_seen = str(entry.identifier)
             if len(entries) < 1000:
                 return
 
-    def _received(self, channel: str, data: Any) -> None:
+    def _received(self, data: bytes | str, *, broadcast: bool) -> None:
         try:
             envelope = DECODER.decode(data)
         except msgspec.DecodeError:  # not from a relay of this version: ignore it
-            self._log.error("bus.bad_message", channel=channel)
+            self._log.error("bus.bad_message", broadcast=broadcast)
             return
-        if envelope.origin == self.process_id and channel == self._keys.everyone:
+        if envelope.origin == self.process_id and broadcast:
             return  # our own broadcast: delivered here when it was published
         for event in envelope.events:  # all of them before any connection writes
             if isinstance(event, Resync):
@@ -303,31 +321,36 @@ class RedisBus:
         devices = list(dict.fromkeys(d for _, remote in batch for d in remote))
         owners: dict[str, str | None] = {}
         if devices:
-            found = await self._client.mget([self._keys.presence(d) for d in devices])
-            owners = dict(zip(devices, found, strict=True))
+            keys: list[Arg] = [self._keys.presence(d) for d in devices]
+            (found,) = _raise_first_error(await self._publisher.execute([["MGET", *keys]]))
+            if not isinstance(found, list) or len(found) != len(devices):
+                raise ReplyError(f"MGET answered {type(found).__name__}")
+            owners = {
+                device: owner.decode() if isinstance(owner, bytes) else None
+                for device, owner in zip(devices, found, strict=True)
+            }
         shares: dict[str, list[Event]] = {}
-        async with self._client.pipeline(transaction=False) as pipe:
-            for event, remote in batch:
-                if isinstance(event, SessionRevoked):
-                    self._queue_revocation(pipe, event)
-                    continue
-                for owner, share in route(remote, owners, self.process_id).items():
-                    shares.setdefault(owner, []).append(narrowed(event, share))
-            # One publish per process for the whole batch (in order), not one per event.
-            for owner, events in shares.items():
-                for payload in envelopes(self.process_id, events):
-                    pipe.publish(self._keys.process(owner), payload)
+        commands: list[list[Arg]] = []
+        for event, remote in batch:
+            if isinstance(event, SessionRevoked):
+                commands += self._revocation(event)
+                continue
+            for owner, share in route(remote, owners, self.process_id).items():
+                shares.setdefault(owner, []).append(narrowed(event, share))
+        # One publish per process for the whole batch (in order), not one per event.
+        for owner, events in shares.items():
+            for payload in envelopes(self.process_id, events):
+                commands.append(["PUBLISH", self._keys.process(owner), payload])
+        if commands:
+            _raise_first_error(await self._publisher.execute(commands))
 
-    def _queue_revocation(self, pipe: Any, event: SessionRevoked) -> None:
+    def _revocation(self, event: SessionRevoked) -> list[list[Arg]]:
+        """Append *event* to the revocation stream (capped) and broadcast it."""
         payload = self._encode(event)
-        pipe.xadd(
-            self._keys.revocations,
-            {"e": payload},
-            trim_strategy=PureToken.MAXLEN,
-            threshold=REVOCATIONS_KEPT,
-            trim_operator=PureToken.APPROXIMATELY,
-        )
-        pipe.publish(self._keys.everyone, payload)
+        return [
+            ["XADD", self._keys.revocations, "MAXLEN", "~", REVOCATIONS_KEPT, "*", "e", payload],
+            ["PUBLISH", self._keys.everyone, payload],
+        ]
 
     async def _refresh_forever(self) -> None:
         """Every third of the TTL, keep every route of this process alive."""
@@ -364,6 +387,11 @@ class RedisBus:
                         await self._claim(device_id)
             except FAILED as exc:
                 self._lost(exc)
+
+    async def aclose(self) -> None:
+        """Close the hot path's connections (after :meth:`run` ended)."""
+        await self._publisher.aclose()
+        await self._catch_up.aclose()
 
     # -- helpers --------------------------------------------------------
     async def _claim(self, device_id: str) -> None:
@@ -403,6 +431,14 @@ class RedisBus:
             self._subscription.cancel()
 
 
+def _raise_first_error(replies: list[Reply]) -> list[Reply]:
+    """*replies*, unless one is an error reply: then raise it."""
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            raise reply
+    return replies
+
+
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first error in a (nested) exception group."""
     error: BaseException = group
@@ -427,10 +463,18 @@ async def open_redis_bus(
     routes it wrote expire by themselves.
     """
     client = redis_client(url)
-    bus = RedisBus(client, prefix=prefix, presence_ttl=presence_ttl, log=log, clock=clock)
+    bus = RedisBus(
+        client,
+        RedisAddress.parse(url),
+        prefix=prefix,
+        presence_ttl=presence_ttl,
+        log=log,
+        clock=clock,
+    )
     async with client, trio.open_nursery() as nursery:
         await nursery.start(bus.run)
         try:
             yield bus
         finally:
             nursery.cancel_scope.cancel()
+            await bus.aclose()

@@ -28,6 +28,7 @@ from coredis.tokens import PureToken
 
 from ..errors import Unavailable
 from ..obs import Logger
+from ..resp import RedisAddress, RespClient
 from . import _lua
 from ._bucket import TokenBucket
 from ._keys import KeySpace
@@ -35,7 +36,7 @@ from ._memory import MemoryLimits, bounded_key
 from ._policies import Policies
 from ._port import LockoutPolicy, RatePolicy, Refusing
 from ._redis_batch import Script, ScriptBatcher
-from ._redis_client import FAILED, redis_client
+from ._redis_client import FAILED, TIMEOUT, redis_client
 from ._redis_guard import RedisGuard
 from ._redis_places import PLACE_TTL, RedisPlaces
 from ._refusals import RecentRefusals
@@ -86,6 +87,7 @@ class RedisLimits:
     def __init__(
         self,
         client: coredis.Redis[str],
+        address: RedisAddress,
         policies: Policies,
         *,
         prefix: str,
@@ -117,7 +119,8 @@ class RedisLimits:
         self._restore: RestoreHook | None = None
         self._restore_due = False
         self._lost_data = False
-        self._batcher = ScriptBatcher(client)
+        # The scripts' pipelines (the hot path) go on a RESP connection of their own.
+        self._batcher = ScriptBatcher(RespClient(address, timeout=TIMEOUT))
         self._take = Script(_lua.TAKE)
         self._locked_for = Script(_lua.LOCKED_FOR)
         self._record_failure = Script(_lua.RECORD_FAILURE)
@@ -487,6 +490,7 @@ async def open_redis_limits(
     client = redis_client(url)
     limits = RedisLimits(  # before any task: a bad policy raises ValueError itself
         client,
+        RedisAddress.parse(url),
         policies,
         prefix=prefix,
         log=log,

@@ -12,6 +12,8 @@ import coredis
 import coredis.exceptions
 from coredis.retry import ConstantRetryPolicy
 
+from ..resp import ReplyError
+
 TIMEOUT = 1.0
 """Seconds to connect, and to wait for a reply, before Redis counts as unreachable."""
 
@@ -23,7 +25,11 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 """Errors that mean Redis cannot be reached now (as opposed to a wrong command)."""
 
-FAILED: tuple[type[BaseException], ...] = (coredis.exceptions.RedisError, *UNREACHABLE)
+FAILED: tuple[type[BaseException], ...] = (
+    coredis.exceptions.RedisError,
+    ReplyError,  # from the hot path's own client (relay.resp)
+    *UNREACHABLE,
+)
 """Every error a Redis call can raise."""
 
 

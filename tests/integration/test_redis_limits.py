@@ -463,9 +463,11 @@ async def test_a_script_redis_does_not_know_is_loaded_and_run(redis_url: str) ->
     import secrets
 
     from relay.limits._redis_batch import Script, ScriptBatcher
+    from relay.resp import RedisAddress, RespClient
 
     unknown = Script(f"-- {secrets.token_hex(8)}\nreturn ARGV[1]")
-    async with redis_client(redis_url) as client, trio.open_nursery() as nursery:
+    client = RespClient(RedisAddress.parse(redis_url), timeout=5)
+    async with trio.open_nursery() as nursery:
         batcher = ScriptBatcher(client)
         nursery.start_soon(batcher.run)
         replies: list[str] = []
