@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 import pytest
 import trio
+import trio.testing
 
 from relay.bus import (
     Event,
@@ -164,6 +165,19 @@ async def test_messages_queued_together_for_a_process_travel_as_one_publish(
         range(1, 21)
     )
     assert publishes <= 5
+
+
+async def test_publishing_with_room_in_the_queue_never_yields(processes: OpenProcess) -> None:
+    """The pipeline publishes a committed batch's messages before any writer runs.
+
+    A checkpoint per crossing message let each connection's writer wake and
+    write one frame at a time (a system call per frame) while the batch was
+    still being published; local deliveries never yielded.
+    """
+    a = await processes()
+    with trio.testing.assert_no_checkpoints():
+        for seq in range(1, 21):
+            await a.bus.publish(message("d-elsewhere", seq=seq))
 
 
 async def test_a_revocation_reaches_every_process_once(processes: OpenProcess) -> None:

@@ -1,0 +1,154 @@
+"""The hot path's Redis client (relay.resp) against the real Redis, and through outages.
+
+Each test writes under its own key prefix (``redis_prefix``); an outage is a
+:class:`~tests.redisproxy.RedisProxy` the test stops. Skipped, saying why,
+when no Redis is reachable.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from relay.resp import RedisAddress, ReplyError, RespClient, open_subscription
+from relay.resp import _connection as connection
+from tests.redisproxy import RedisProxy
+
+
+def client_of(url: str, timeout: float = 5.0) -> RespClient:
+    return RespClient(RedisAddress.parse(url), timeout=timeout)
+
+
+async def test_a_pipeline_gets_each_command_s_reply_in_order(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = client_of(redis_url)
+    key = f"{redis_prefix}n"
+    replies = await client.execute([["SET", key, 1], ["INCR", key], ["GET", key], ["PING"]])
+    assert replies == [b"OK", 2, b"2", b"PONG"]
+    await client.aclose()
+
+
+async def test_an_error_reply_fails_its_command_only(redis_url: str, redis_prefix: str) -> None:
+    client = client_of(redis_url)
+    key = f"{redis_prefix}s"
+    replies = await client.execute([["SET", key, "text"], ["INCR", key], ["GET", key]])
+    assert replies[0] == b"OK" and replies[2] == b"text"
+    assert isinstance(replies[1], ReplyError)
+    await client.aclose()
+
+
+async def test_after_redis_came_back_the_next_call_opens_a_fresh_connection(
+    redis_url: str, nursery: trio.Nursery
+) -> None:
+    """A restart leaves a dead connection behind; the call retries on a new one."""
+    proxy = RedisProxy()
+    await proxy.start(nursery)
+    client = client_of(proxy.url)
+    assert await client.execute([["ECHO", "one"]]) == [b"one"]
+    proxy.stop()
+    await proxy.resume()
+    assert await client.execute([["ECHO", "two"]]) == [b"two"]
+    await client.aclose()
+    proxy.stop()
+
+
+async def test_an_unreachable_redis_raises_connection_error(nursery: trio.Nursery) -> None:
+    proxy = RedisProxy()
+    await proxy.start(nursery)
+    url = proxy.url
+    proxy.stop()
+    with pytest.raises(ConnectionError):
+        await client_of(url).execute([["PING"]])
+
+
+async def test_a_cancelled_call_never_hands_its_reply_to_the_next(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Cancelled while waiting, the connection is closed: replies never shift by one."""
+    client = client_of(redis_url)
+    with trio.move_on_after(0.1):
+        await client.execute([["BLPOP", f"{redis_prefix}empty", "0.5"]])
+    assert await client.execute([["ECHO", "mine"]]) == [b"mine"]
+    await client.aclose()
+
+
+async def test_a_reply_slower_than_the_timeout_raises_timeout_error(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = client_of(redis_url, timeout=0.2)
+    with pytest.raises(TimeoutError):
+        await client.execute([["BLPOP", f"{redis_prefix}empty", "1"]])
+    assert await client.execute([["ECHO", "after"]]) == [b"after"]
+    await client.aclose()
+
+
+async def test_a_client_refuses_a_second_task_at_once(redis_url: str, redis_prefix: str) -> None:
+    client = client_of(redis_url)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.execute, [["BLPOP", f"{redis_prefix}empty", "0.2"]])
+        await trio.sleep(0.05)
+        with pytest.raises(RuntimeError):
+            await client.execute([["PING"]])
+    await client.aclose()
+
+
+async def test_a_subscription_gets_what_is_published_to_its_channels(
+    redis_url: str, redis_prefix: str
+) -> None:
+    channels = [f"{redis_prefix}a", f"{redis_prefix}b"]
+    publisher = client_of(redis_url)
+    got: list[tuple[bytes, bytes]] = []
+    with trio.fail_after(5):
+        async with open_subscription(
+            RedisAddress.parse(redis_url), channels, timeout=5
+        ) as subscription:
+            await publisher.execute(
+                [["PUBLISH", channels[0], b"1"], ["PUBLISH", channels[1], b"2"]]
+            )
+            async for batch in subscription.batches():
+                got += batch
+                if len(got) == 2:
+                    break
+    assert got == [(channels[0].encode(), b"1"), (channels[1].encode(), b"2")]
+    await publisher.aclose()
+
+
+async def test_a_subscription_whose_connection_is_lost_raises_connection_error(
+    nursery: trio.Nursery,
+) -> None:
+    proxy = RedisProxy()
+    await proxy.start(nursery)
+    with trio.fail_after(5), pytest.raises(ConnectionError):
+        async with open_subscription(
+            RedisAddress.parse(proxy.url), ["lost"], timeout=5
+        ) as subscription:
+            proxy.stop()
+            async for _ in subscription.batches():
+                pass
+
+
+async def test_a_message_arriving_with_the_confirmation_is_not_dropped(
+    monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery
+) -> None:
+    """A publish right after SUBSCRIBE can share the confirmation's read."""
+    client_end, server_end = trio.testing.memory_stream_pair()
+
+    async def fake_open(address: RedisAddress) -> trio.abc.Stream:
+        return client_end
+
+    async def server() -> None:
+        await server_end.receive_some()  # the SUBSCRIBE
+        await server_end.send_all(
+            b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+            b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nearly\r\n"
+        )
+
+    monkeypatch.setattr(connection, "_open_stream", fake_open)
+    nursery.start_soon(server)
+    with trio.fail_after(5):
+        async with open_subscription(RedisAddress(), ["ch"], timeout=5) as subscription:
+            async for batch in subscription.batches():
+                assert batch == [(b"ch", b"early")]
+                break
