@@ -33,6 +33,12 @@ Figures per configuration:
   background workers; deltas over the window), the generator — and the
   cores busy (/proc/stat), which say what bounded each figure.
 
+The 1- and 2-process configurations of a store run side by side and their
+runs are interleaved (run *i* on 1 process, then on 2, then run *i + 1*):
+the goals are ratios, and this machine's speed drifts by a quarter over
+minutes (its host), so measuring one side after the other would put the
+drift into the ratio.
+
 Goals (issue 12 point 6): relay µs/msg with 2 processes at most 1.15 times
 that with 1 (per store, per rate); delivered msgs/s with 2 processes at least
 1.5 times that with 1 (per store). Writes bench/results/scaleout.json and scaleout.md.
@@ -471,47 +477,83 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def series(c: Cluster, p: Params, load: list[str], accounts: Path, what: str) -> dict[str, Any]:
-    runs = []
-    for i in range(p.runs):
-        run = run_once(c, p, load, accounts)
-        runs.append(run)
-        print(f"    {c.config.key} {what} #{i + 1}: {run['delivered_per_s']:.0f} msgs/s, relay "
-              f"{run['us_per_msg']['relay']} µs/msg, server {run['us_per_msg']['server']} µs/msg, "
-              f"p99 {run['p99_ms']} ms; {run['bound_by']}", file=sys.stderr)
-    return {"load": load, "runs": runs, "median": median_of(runs)}
+def report_run(key: str, what: str, i: int, run: dict[str, Any]) -> None:
+    print(f"    {key} {what} #{i + 1}: {run['delivered_per_s']:.0f} msgs/s, relay "
+          f"{run['us_per_msg']['relay']} µs/msg, server {run['us_per_msg']['server']} µs/msg, "
+          f"p99 {run['p99_ms']} ms; {run['bound_by']}", file=sys.stderr)
 
 
-def measure_config(cfg: Config, p: Params, args: argparse.Namespace,
-                   engines_: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"label": cfg.label, **asdict(cfg)}
-    needs = (("redis", cfg.redis), ("postgres", cfg.store == "postgres"))
-    missing = [name for name, needed in needs if needed and "error" in engines_[name]]
-    if missing:
-        out["error"] = f"skipped: {', '.join(missing)} unavailable"
-        return out
+def groups(only: list[str]) -> list[list[Config]]:
+    """The chosen configurations, each store's 1- and 2-process pair together (interleaved)."""
+    chosen = [cfg for cfg in CONFIGS if cfg.key in only]
+    out: list[list[Config]] = []
+    for cfg in chosen:
+        pair = PAIRS_OF_CONFIGS.get(cfg.store, ())
+        partner = next((g for g in out if cfg.key in pair and g[0].key in pair), None)
+        if partner is not None:
+            partner.append(cfg)
+        else:
+            out.append([cfg])
+    return out
+
+
+def measure_group(cfgs: list[Config], p: Params, args: argparse.Namespace,
+                  engines_: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every configuration of *cfgs* running at once, their runs interleaved.
+
+    Run *i* of each load is taken on each configuration in turn (1 process,
+    then 2, then the next run), so that a slow spell of the machine (its
+    host) weighs on both sides of a ratio alike instead of on whichever was
+    measured during it. The idle cluster costs nothing meanwhile.
+    """
+    outs: dict[str, dict[str, Any]] = {}
+    live: list[Config] = []
+    for cfg in cfgs:
+        out: dict[str, Any] = {"label": cfg.label, **asdict(cfg)}
+        needs = (("redis", cfg.redis), ("postgres", cfg.store == "postgres"))
+        missing = [name for name, needed in needs if needed and "error" in engines_[name]]
+        if missing:
+            out["error"] = f"skipped: {', '.join(missing)} unavailable"
+        else:
+            live.append(cfg)
+        outs[cfg.key] = out
     started = time.monotonic()
-    print(f"  {cfg.key}: {cfg.label}", file=sys.stderr)
+    print(f"  {' + '.join(c.key for c in live)}", file=sys.stderr)
     try:
-        with cluster(cfg, args.redis_url, args.pg_url) as c, \
-                tempfile.TemporaryDirectory(prefix="scaleout-acc-") as tmp:
-            out["servers"] = [s.describe() for s in c.servers]
-            out["redis_prefix"] = c.redis_prefix
-            out["database"] = c.database
-            accounts = Path(tmp) / "accounts.json"
-            out["rates"] = {}
-            for rate in p.rates:  # the light loads first: no backlog from a saturated run
-                out["rates"][str(rate)] = series(c, p, ["--rate", str(rate)], accounts,
-                                                 f"{rate}/s")
-            out["saturation"] = series(c, p, ["--window", str(p.window)], accounts,
-                                       f"window {p.window}")
-            if cfg.key in args.profile.split(","):
-                out["profile"] = profile(c, p, accounts)
+        with contextlib.ExitStack() as stack:
+            clusters = {cfg.key: stack.enter_context(cluster(cfg, args.redis_url, args.pg_url))
+                        for cfg in live}
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="scaleout-acc-"))
+            accounts = {key: Path(tmp) / f"{key}.json" for key in clusters}
+            for key, c in clusters.items():
+                outs[key].update(servers=[s.describe() for s in c.servers],
+                                 redis_prefix=c.redis_prefix, database=c.database, rates={})
+            # The light loads first: no backlog from a saturated run.
+            loads = [(str(rate), f"{rate}/s", ["--rate", str(rate)]) for rate in p.rates]
+            loads.append(("saturation", f"window {p.window}", ["--window", str(p.window)]))
+            for name, what, load in loads:
+                runs: dict[str, list[dict[str, Any]]] = {key: [] for key in clusters}
+                for i in range(p.runs):
+                    for key, c in clusters.items():
+                        run = run_once(c, p, load, accounts[key])
+                        runs[key].append(run)
+                        report_run(key, what, i, run)
+                for key in clusters:
+                    series = {"load": load, "runs": runs[key], "median": median_of(runs[key])}
+                    if name == "saturation":
+                        outs[key]["saturation"] = series
+                    else:
+                        outs[key]["rates"][name] = series
+            for key, c in clusters.items():
+                if key in args.profile.split(","):
+                    outs[key]["profile"] = profile(c, p, accounts[key])
     except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
         print(f"    error: {exc!r}"[:400], file=sys.stderr)
-        out["error"] = repr(exc)[:2000]
-    out["wall_s"] = round(time.monotonic() - started, 1)
-    return out
+        for key in (c.key for c in live):
+            outs[key]["error"] = repr(exc)[:2000]
+    for out in outs.values():
+        out["wall_s"] = round(time.monotonic() - started, 1)
+    return outs
 
 
 # --- goals ---------------------------------------------------------------------------------
@@ -782,9 +824,8 @@ def main() -> None:
                             "load": {"start": h.load_snapshot()},
                             "engines": engines(args.redis_url, args.pg_url), "configs": {}}
     print(f"scaleout: {len(only)} configuration(s), pid {os.getpid()}", file=sys.stderr)
-    for cfg in CONFIGS:
-        if cfg.key in only:
-            data["configs"][cfg.key] = measure_config(cfg, p, args, data["engines"])
+    for group in groups(only):
+        data["configs"] |= measure_group(group, p, args, data["engines"])
     data["goals"] = goals(data)
     data["load"]["end"] = h.load_snapshot()
     data["finished_at"] = h.now_utc()

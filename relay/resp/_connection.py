@@ -143,6 +143,8 @@ def _as_unreachable(exc: BaseException) -> BaseException:
         return TimeoutError("Redis did not answer in time")
     if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
         return ConnectionError(f"the connection to Redis broke: {exc!r}")
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
+        return ConnectionError(f"cannot reach Redis: {exc}")  # e.g. every address refused
     return exc
 
 
@@ -194,7 +196,10 @@ class RespClient:
             raise  # the link itself is fine
         except BaseException as exc:
             await self._drop()
-            raise _as_unreachable(exc) from exc
+            mapped = _as_unreachable(exc)
+            if mapped is exc:  # already an OSError, or a cancellation
+                raise
+            raise mapped from exc
 
     async def _drop(self) -> None:
         wire, self._wire = self._wire, None
@@ -265,8 +270,11 @@ async def open_subscription(
             except BaseException:
                 await trio.aclose_forcefully(wire.stream)
                 raise
-    except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise _as_unreachable(exc) from exc
+    except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        mapped = _as_unreachable(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
     try:
         yield Subscription(wire, early)
     finally:

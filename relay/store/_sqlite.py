@@ -88,44 +88,24 @@ def _connect(
         # Per connection and off by default; the cascades rely on it.
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn)
+        # From now on a lock held elsewhere fails a statement at once and
+        # _transaction waits, promptly (see there), instead of SQLite.
+        conn.execute("PRAGMA busy_timeout = 0")
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-WRITE_LOCK_POLL_FIRST = 50e-6
-"""Seconds before the first retry of a write lock held by another process."""
-WRITE_LOCK_POLL_MAX = 0.001
-"""Longest pause between two tries for the write lock (the pause doubles up to it)."""
+LOCK_POLL_FIRST = 50e-6
+"""Seconds before the first retry of a transaction that met another process's lock."""
+LOCK_POLL_MAX = 0.001
+"""Longest pause between two tries (the pause doubles up to it)."""
 
 
-def _begin_write(conn: sqlite3.Connection, busy_timeout: float) -> None:
-    """``BEGIN IMMEDIATE``, waiting for another process's write lock at most *busy_timeout*.
-
-    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, so a
-    process waiting for a lock held a few ms sleeps past its release while
-    the holder takes it again: relay processes sharing one file then
-    commit in bursts, one of them starved. Tried every 50 µs to 1 ms
-    instead (in this worker thread, never the event loop), the waiter gets
-    the lock within a ms of its release.
-    """
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        give_up = time.monotonic() + busy_timeout
-        pause = WRITE_LOCK_POLL_FIRST
-        while True:
-            try:
-                conn.execute(_WRITE)
-                return
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= give_up:
-                    raise
-            time.sleep(pause)
-            pause = min(2 * pause, WRITE_LOCK_POLL_MAX)
-    finally:
-        # Statements inside the transaction (a checkpoint's lock) wait as before.
-        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000):d}")
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Another connection holds the lock this statement needs (any SQLITE_BUSY_* code)."""
+    return (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY
 
 
 def _transaction(
@@ -134,10 +114,37 @@ def _transaction(
     fn: Callable[[sqlite3.Connection], T],
     busy_timeout: float = BUSY_TIMEOUT,
 ) -> T:
-    if begin == _WRITE:
-        _begin_write(conn, busy_timeout)
-    else:
-        conn.execute(begin)
+    """*fn* in one transaction; retried whole while another process holds the lock.
+
+    The store's connection has SQLite's busy timeout at 0, so a locked
+    database fails a statement at once; the transaction is rolled back and
+    tried again every 50 µs, doubling to 1 ms, until *busy_timeout* has
+    passed (then the error is raised). SQLite's own busy handler sleeps 1, 2,
+    5, 10, 15, 20, 25... ms between tries: relay processes sharing one file
+    then slept past each other's releases while the holder took the lock
+    again, committing in bursts with one of them starved. Nothing is done
+    twice: a failed try rolled back whole. The waiting is in this worker
+    thread, never on the event loop.
+    """
+    give_up: float | None = None
+    pause = LOCK_POLL_FIRST
+    while True:
+        try:
+            return _attempt(conn, begin, fn)
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+            now = time.monotonic()
+            if give_up is None:
+                give_up = now + busy_timeout
+            elif now >= give_up:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, LOCK_POLL_MAX)
+
+
+def _attempt(conn: sqlite3.Connection, begin: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute(begin)
     try:
         result = fn(conn)
         conn.execute("COMMIT")
