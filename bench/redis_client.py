@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from importlib import metadata
 from typing import Any
 
 import _harness as h
@@ -141,6 +142,18 @@ async def measure(url: str, calls: int) -> dict[str, Any]:
             for name, v in figures.items()}
 
 
+def redis_version(url: str) -> str | None:
+    async def ask() -> bytes | None:
+        client = RespClient(RedisAddress.parse(url), timeout=5)
+        (info,) = await client.execute([["INFO", "server"]])
+        await client.aclose()
+        return info if isinstance(info, bytes) else None
+
+    info = trio.run(ask) or b""
+    line = next((x for x in info.decode().splitlines() if x.startswith("redis_version:")), "")
+    return line.partition(":")[2] or None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,13 +164,18 @@ def main() -> None:
     figures = trio.run(measure, args.redis_url, args.calls)
     data = {"benchmark": "redis_client", "started_at": started, "finished_at": h.now_utc(),
             "command": h.command_line(), "machine": h.machine(), "calls": args.calls,
-            "repeats": REPEATS, "figures": figures}
+            "repeats": REPEATS, "figures": figures, "coredis_version": metadata.version("coredis"),
+            "redis_version": redis_version(args.redis_url)}
     rows = [[name, f["median_us"], ", ".join(str(x) for x in f["runs_us"])]
             for name, f in figures.items()]
     md = "\n".join([
         "# Redis client: CPU per round trip in relay's process",
         "",
-        h.machine_md(data["machine"]),
+        h.machine_md(data["machine"]).replace(
+            "Servers pinned to core 0, load generator to core 1.",
+            "Nothing pinned: one Trio process (and, for pub/sub, one publishing thread); "
+            f"Redis {data['redis_version']} on the same machine, coredis "
+            f"{data['coredis_version']}."),
         "",
         f"Run: `{' '.join(data['command'])}`, {started} → {data['finished_at']}. "
         f"{args.calls} calls per pass, median of {REPEATS} passes; CPU of this process "
