@@ -198,8 +198,8 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(cfg: Config, redis_url: str, pg_url: str) -> Iterator[Cluster]:
-    """*cfg*'s relay processes on fresh engines; everything removed afterwards."""
+def cluster(cfg: Config, redis_url: str, pg_url: str, tree: Path = h.ROOT) -> Iterator[Cluster]:
+    """*cfg*'s relay processes (from checkout *tree*) on fresh engines; all removed afterwards."""
     tmp = tempfile.TemporaryDirectory(prefix="relay-scaleout-")
     env = {**h.NO_LIMITS, "RELAY_STORE_PATH": str(Path(tmp.name) / "relay.db")}
     prefix = database = None
@@ -215,7 +215,7 @@ def cluster(cfg: Config, redis_url: str, pg_url: str) -> Iterator[Cluster]:
             pg_admin(pg_url, f"CREATE DATABASE {database}")
             env |= {"RELAY_STORE_BACKEND": "postgres", "RELAY_STORE_DSN": f"{pg_url}/{database}"}
         for _ in range(cfg.processes):  # one after the other: the first migrates the store
-            servers.append(h.start_relay(env, tree=h.ROOT, cpus=None))
+            servers.append(h.start_relay(env, tree=tree, cpus=None))
         yield Cluster(cfg, servers, prefix, database, pg_url)
     finally:
         for server in servers:
@@ -521,8 +521,8 @@ def measure_group(cfgs: list[Config], p: Params, args: argparse.Namespace,
     print(f"  {' + '.join(c.key for c in live)}", file=sys.stderr)
     try:
         with contextlib.ExitStack() as stack:
-            clusters = {cfg.key: stack.enter_context(cluster(cfg, args.redis_url, args.pg_url))
-                        for cfg in live}
+            clusters = {cfg.key: stack.enter_context(
+                cluster(cfg, args.redis_url, args.pg_url, Path(args.tree))) for cfg in live}
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="scaleout-acc-"))
             accounts = {key: Path(tmp) / f"{key}.json" for key in clusters}
             for key, c in clusters.items():
@@ -798,6 +798,8 @@ def main() -> None:
     parser.add_argument("--pg-url", default=PG_URL,
                         help=f"PostgreSQL server, no database ({PG_URL})")
     parser.add_argument("--name", default="scaleout", help="results file name (scaleout)")
+    parser.add_argument("--tree", default=str(h.ROOT),
+                        help="run relay from this checkout (a git worktree: an A/B of two trees)")
     parser.add_argument("--rewrite", action="store_true",
                         help="measure nothing: rewrite results/NAME.md from results/NAME.json")
     parser.add_argument("--profile", default="",

@@ -7,6 +7,9 @@ when no Redis is reachable.
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
@@ -152,3 +155,55 @@ async def test_a_message_arriving_with_the_confirmation_is_not_dropped(
             async for batch in subscription.batches():
                 assert batch == [(b"ch", b"early")]
                 break
+
+
+async def test_a_user_and_password_in_the_url_log_in(redis_url: str) -> None:
+    import secrets
+
+    name, password = f"relaytest-{secrets.token_hex(4)}", secrets.token_hex(8)
+    admin = client_of(redis_url)
+    await admin.execute([["ACL", "SETUSER", name, "on", f">{password}", "+ping"]])
+    try:
+        host = redis_url.split("//", 1)[1]
+        good = client_of(f"redis://{name}:{password}@{host}")
+        assert await good.execute([["PING"]]) == [b"PONG"]
+        await good.aclose()
+        with pytest.raises(ConnectionError) as refused:
+            await client_of(f"redis://{name}:wrong-{password}@{host}").execute([["PING"]])
+        assert password not in str(refused.value)
+    finally:
+        await admin.execute([["ACL", "DELUSER", name]])
+        await admin.aclose()
+
+
+async def test_a_unix_socket_url_connects(tmp_path: Path, redis_url: str) -> None:
+    """``unix:///path``: here a socket that forwards to the test Redis."""
+    import socket
+
+    path = str(tmp_path / "redis.sock")
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(path)
+    sock.listen(4)
+    listener = trio.SocketListener(sock)
+
+    async def forward(client: trio.SocketStream) -> None:
+        host, port = redis_url.split("//", 1)[1].split("/", 1)[0].split(":")
+        async with client, await trio.open_tcp_stream(host, int(port)) as upstream:
+
+            async def pipe(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while data := await a.receive_some():
+                        await b.send_all(data)
+
+            async with trio.open_nursery() as both:
+                both.start_soon(pipe, client, upstream)
+                both.start_soon(pipe, upstream, client)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, forward, [listener])
+        client = client_of(f"unix://{path}?db=0")
+        assert await client.execute([["ECHO", "through a unix socket"]]) == [
+            b"through a unix socket"
+        ]
+        await client.aclose()
+        nursery.cancel_scope.cancel()
