@@ -420,6 +420,8 @@ def _check(config: Config) -> None:
                 f"{section}.url (RELAY_{section.upper()}_URL): must start with "
                 f"{', '.join(_REDIS_SCHEMES)}"
             )
+        if url:
+            _check_redis_url(f"{section}.url (RELAY_{section.upper()}_URL)", url)
     for origin in config.ws.allowed_origins:
         if origin == "*":
             raise ConfigError("ws.allowed_origins (WS_ALLOWED_ORIGINS): a wildcard is not allowed")
@@ -428,3 +430,13 @@ def _check(config: Config) -> None:
                 f"ws.allowed_origins (WS_ALLOWED_ORIGINS): {origin!r} is not an origin "
                 "like https://chat.example.com"
             )
+
+
+def _check_redis_url(key: str, url: str) -> None:
+    """Parse *url* as relay's Redis client will: a bad one stops the start here."""
+    from .resp import RedisAddress  # here: loading the config must not import Trio
+
+    try:
+        RedisAddress.parse(url)
+    except (ValueError, OSError) as exc:  # the messages name parts, never the password
+        raise ConfigError(f"{key}: {exc}") from None

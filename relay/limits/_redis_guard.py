@@ -20,7 +20,11 @@ T = TypeVar("T")
 
 
 def describe(exc: BaseException) -> str:
-    """The error's class and words, for a log line (coredis names host:port, never the URL)."""
+    """The error's class and words, for a log line.
+
+    Neither coredis nor relay.resp puts the URL or a password in an error:
+    host:port at most, and of a refused login only the error's kind.
+    """
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 

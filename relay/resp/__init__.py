@@ -9,7 +9,7 @@ relay asks of Redis (scripts at start, streams, scans) goes through coredis
 
 from __future__ import annotations
 
-from ._connection import RedisAddress as RedisAddress
+from ._address import RedisAddress as RedisAddress
 from ._connection import RedisUnavailable as RedisUnavailable
 from ._connection import RespClient as RespClient
 from ._connection import Subscription as Subscription

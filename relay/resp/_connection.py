@@ -11,18 +11,19 @@ the rest of relay already treats as *unreachable*.
 
 from __future__ import annotations
 
-import ssl
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import trio
 
+from ._address import RedisAddress
 from ._protocol import Arg, ProtocolError, Reply, ReplyError, ReplyParser, encode
 
 RECEIVE = 65536
 """Bytes asked of the socket per read."""
+IDLE = 15.0
+"""Seconds of silence after which a subscription asks Redis for a ``PING`` (as coredis does)."""
 UNAVAILABLE_KINDS = frozenset({"LOADING", "READONLY", "MASTERDOWN"})
 """Error replies that mean the server cannot serve now (raised, not returned)."""
 
@@ -31,70 +32,22 @@ class RedisUnavailable(ConnectionError):
     """Redis answered, but cannot serve now (loading its data, a read-only replica)."""
 
 
-@dataclass(frozen=True)
-class RedisAddress:
-    """Where a Redis is and how to log in (from a ``redis://``, ``rediss://``, ``unix://`` URL)."""
-
-    host: str = "127.0.0.1"
-    port: int = 6379
-    path: str | None = None  # a unix socket
-    tls: bool = False
-    db: int = 0
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def parse(cls, url: str) -> RedisAddress:
-        """``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS), ``unix:///path?db=N``."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
-        query = parse_qs(parts.query)
-        if parts.scheme == "unix":
-            db_text = query.get("db", ["0"])[0]
-        else:
-            db_text = query.get("db", [""])[0] or parts.path.strip("/")
-        try:
-            db = int(db_text or 0)
-        except ValueError:
-            raise ValueError("the Redis database must be a number") from None
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password is not None else None
-        if password is None and "password" in query:
-            password = query["password"][0]
-        if parts.scheme == "unix":
-            return cls(path=parts.path, db=db, username=username, password=password)
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
-            tls=parts.scheme == "rediss",
-            db=db,
-            username=username,
-            password=password,
-        )
-
-    def handshake(self) -> list[list[Arg]]:
-        """The commands a new connection sends before any other."""
-        commands: list[list[Arg]] = []
-        if self.password is not None:
-            login: list[Arg] = ["AUTH", self.password]
-            if self.username:
-                login.insert(1, self.username)
-            commands.append(login)
-        if self.db:
-            commands.append(["SELECT", self.db])
-        return commands
-
-
 async def _open_stream(address: RedisAddress) -> trio.abc.Stream:
     if address.path is not None:
         return await trio.open_unix_socket(address.path)
-    if address.tls:
-        return await trio.open_ssl_over_tcp_stream(
-            address.host, address.port, ssl_context=ssl.create_default_context()
-        )
     stream = await trio.open_tcp_stream(address.host, address.port)
-    return stream
+    # The kernel's probes notice a peer that vanished without a word (a NAT
+    # that dropped the mapping) on connections that wait a long time.
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if not address.tls:
+        return stream
+    tls = trio.SSLStream(stream, address.ssl_context(), server_hostname=address.host)
+    try:
+        await tls.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(tls)
+        raise
+    return tls
 
 
 class _Wire:
@@ -103,15 +56,18 @@ class _Wire:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.parser = ReplyParser()
+        self.answered = False  # some bytes came back since the last call began
 
     async def read(self) -> list[Reply]:
         """The replies completed by the next bytes to arrive (at least one read)."""
         data = await self.stream.receive_some(RECEIVE)
         if not data:
             raise ConnectionError("Redis closed the connection")
+        self.answered = True
         return self.parser.feed(data)
 
     async def call(self, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
+        self.answered = False
         await self.stream.send_all(encode(commands))
         replies: list[Reply] = []
         while len(replies) < len(commands):
@@ -152,9 +108,13 @@ class RespClient:
     """Pipelined commands on one connection, for one task at a time.
 
     The connection opens on the first call and again after one broke.
-    :meth:`execute` retries once on a fresh connection when Redis was
-    unreachable (a restarted Redis leaves a dead connection behind), so a
-    command may run twice: use it for commands where that is harmless.
+    :meth:`execute` retries once on a fresh connection only when the
+    commands cannot have run: the connection could not be opened, or the
+    one it had was found closed before any reply (a restarted Redis leaves
+    a dead connection behind). After a timeout, a reply that Redis cannot
+    serve (``LOADING``, ``READONLY``) or a cancellation it never retries:
+    the commands may have run, and running a limit's script twice would
+    spend its tokens twice.
     """
 
     def __init__(self, address: RedisAddress, *, timeout: float, retries: int = 1) -> None:
@@ -163,6 +123,7 @@ class RespClient:
         self._retries = retries
         self._wire: _Wire | None = None
         self._busy = False
+        self._retry_safe = False  # the last failed try cannot have run its commands
 
     async def execute(self, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
         """Every command's reply, in order (an error reply as a :class:`ReplyError`).
@@ -179,7 +140,7 @@ class RespClient:
                 try:
                     return await self._once(commands)
                 except OSError:
-                    if attempt == self._retries:
+                    if attempt == self._retries or not self._retry_safe:
                         raise
                     await trio.sleep(0.01)
             raise AssertionError("unreachable")
@@ -187,16 +148,28 @@ class RespClient:
             self._busy = False
 
     async def _once(self, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
+        sent = False
         try:
             with trio.fail_after(self._timeout):
                 if self._wire is None:
                     self._wire = await _connect(self._address)
+                sent = True
                 return await self._wire.call(commands)
-        except RedisUnavailable:
-            raise  # the link itself is fine
         except BaseException as exc:
-            await self._drop()
             mapped = _as_unreachable(exc)
+            # Safe to send again: never sent (but not after a whole timeout), or
+            # the connection was found dead before any answer came back.
+            self._retry_safe = (
+                not sent and not isinstance(mapped, TimeoutError | RedisUnavailable)
+            ) or (
+                isinstance(mapped, ConnectionError)
+                and not isinstance(mapped, RedisUnavailable)
+                and self._wire is not None
+                and not self._wire.answered
+            )
+            # Whatever failed, the next call starts on a new connection (a server
+            # that cannot serve now may be a demoted primary: reconnect to find out).
+            await self._drop()
             if mapped is exc:  # already an OSError, or a cancellation
                 raise
             raise mapped from exc
@@ -215,14 +188,19 @@ class RespClient:
 class Subscription:
     """A connection in subscribe mode: the messages published to its channels."""
 
-    def __init__(self, wire: _Wire, early: list[Reply]) -> None:
+    def __init__(self, wire: _Wire, early: list[Reply], timeout: float) -> None:
         self._wire = wire
         self._early = early  # what arrived with the last confirmation
+        self._timeout = timeout
 
     async def batches(self) -> AsyncIterator[list[tuple[bytes, bytes]]]:
         """``(channel, data)`` of each message, as many as arrived together.
 
-        Ends only by raising: ``ConnectionError`` when the connection is lost.
+        Ends only by raising: ``ConnectionError`` when the connection is
+        lost, ``TimeoutError`` when Redis does not answer a ``PING`` sent
+        after :data:`IDLE` seconds of silence (a connection dropped without
+        a word, by a NAT or a balancer, would otherwise wait for ever while
+        every push to this process is lost).
         """
         replies, self._early = self._early, []
         while True:
@@ -238,9 +216,16 @@ class Subscription:
             if batch:
                 yield batch
             try:
-                replies = await self._wire.read()
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                replies = await self._next()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
                 raise _as_unreachable(exc) from exc
+
+    async def _next(self) -> list[Reply]:
+        with trio.move_on_after(IDLE):
+            return await self._wire.read()
+        await self._wire.stream.send_all(encode([["PING"]]))  # silent: still there?
+        with trio.fail_after(self._timeout):
+            return await self._wire.read()  # the pong, or anything before it
 
 
 @asynccontextmanager
@@ -276,7 +261,7 @@ async def open_subscription(
             raise
         raise mapped from exc
     try:
-        yield Subscription(wire, early)
+        yield Subscription(wire, early, timeout)
     finally:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(wire.stream)

@@ -64,6 +64,12 @@ class _Incomplete(Exception):
 class ReplyParser:
     """Turns a byte stream into replies; keeps what is not a whole reply yet.
 
+    An unfinished reply is parsed again from its start on the next feed:
+    linear for the replies of relay's connections (a pub/sub message is an
+    array of three, a script's reply of two, an ``MGET`` at most a batch's
+    routes; a long bulk string is skipped by its length), quadratic only
+    for an array of many thousands of elements arriving in small reads.
+
     ``feed`` never blocks and never raises for a partial reply; it raises
     :class:`ProtocolError` for bytes that cannot be RESP, after which the
     parser (and its connection) must be dropped.

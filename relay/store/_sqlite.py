@@ -105,7 +105,9 @@ LOCK_POLL_MAX = 0.001
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """Another connection holds the lock this statement needs (any SQLITE_BUSY_* code)."""
-    return (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY
+    # Errors raised by the sqlite3 module itself (a bad UTF-8 column) carry no code.
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) == sqlite3.SQLITE_BUSY
 
 
 def _transaction(

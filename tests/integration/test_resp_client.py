@@ -207,3 +207,103 @@ async def test_a_unix_socket_url_connects(tmp_path: Path, redis_url: str) -> Non
         ]
         await client.aclose()
         nursery.cancel_scope.cancel()
+
+
+class FakeRedis:
+    """Connections that a test plays the server's side of (memory streams, no sockets)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.opened = 0
+        self.server_ends: list[trio.testing.MemoryStapledStream] = []  # type: ignore[type-arg]
+        self._new = trio.Event()
+        monkeypatch.setattr(connection, "_open_stream", self._open)
+
+    async def _open(self, address: RedisAddress) -> trio.abc.Stream:
+        client_end, server_end = trio.testing.memory_stream_pair()
+        self.opened += 1
+        self.server_ends.append(server_end)
+        self._new.set()
+        self._new = trio.Event()
+        return client_end
+
+    async def connection(self, index: int) -> trio.testing.MemoryStapledStream:  # type: ignore[type-arg]
+        while len(self.server_ends) <= index:
+            await self._new.wait()
+        return self.server_ends[index]
+
+
+async def test_a_call_that_timed_out_is_never_sent_again(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The commands may have run: a limit's script sent twice would spend its tokens twice."""
+    fake = FakeRedis(monkeypatch)
+    with pytest.raises(TimeoutError):
+        await RespClient(RedisAddress(), timeout=1).execute([["EVALSHA", "abc", 1, "k"]])
+    assert fake.opened == 1
+
+
+async def test_a_server_that_cannot_serve_is_not_asked_twice_and_is_left(
+    monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery
+) -> None:
+    """LOADING (or READONLY, a demoted primary): raised as unreachable, never resent
+    (Redis may have run part of the pipeline); the next call opens a new connection."""
+    fake = FakeRedis(monkeypatch)
+
+    async def serve_first() -> None:
+        server = await fake.connection(0)
+        await server.receive_some()
+        await server.send_all(b"-LOADING Redis is loading the dataset in memory\r\n")
+
+    nursery.start_soon(serve_first)
+    client = RespClient(RedisAddress(), timeout=5)
+    with pytest.raises(ConnectionError):
+        await client.execute([["PUBLISH", "ch", "x"]])
+    assert fake.opened == 1
+
+    async def serve_second() -> None:
+        server = await fake.connection(1)
+        await server.receive_some()
+        await server.send_all(b":0\r\n")
+
+    nursery.start_soon(serve_second)
+    assert await client.execute([["PUBLISH", "ch", "x"]]) == [0]
+    assert fake.opened == 2
+
+
+async def subscribed(fake: FakeRedis) -> trio.testing.MemoryStapledStream:  # type: ignore[type-arg]
+    server = await fake.connection(0)
+    await server.receive_some()  # SUBSCRIBE
+    await server.send_all(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n")
+    return server
+
+
+async def test_a_silent_subscription_pings_and_goes_on_when_redis_answers(
+    monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    fake = FakeRedis(monkeypatch)
+
+    async def server_side() -> None:
+        server = await subscribed(fake)
+        assert b"PING" in await server.receive_some()  # after IDLE seconds of silence
+        await server.send_all(
+            b"*2\r\n$4\r\npong\r\n$0\r\n\r\n*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nlater\r\n"
+        )
+
+    nursery.start_soon(server_side)
+    async with open_subscription(RedisAddress(), ["ch"], timeout=1) as subscription:
+        async for batch in subscription.batches():
+            assert batch == [(b"ch", b"later")]
+            assert trio.current_time() >= connection.IDLE
+            break
+
+
+async def test_a_subscription_whose_ping_goes_unanswered_raises_timeout_error(
+    monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A connection dropped without a word (a NAT) is noticed, so the bus re-subscribes."""
+    fake = FakeRedis(monkeypatch)
+    nursery.start_soon(subscribed, fake)
+    with pytest.raises(TimeoutError):
+        async with open_subscription(RedisAddress(), ["ch"], timeout=1) as subscription:
+            async for _ in subscription.batches():
+                pass

@@ -46,6 +46,18 @@ def test_a_url_that_is_not_redis_is_refused_without_showing_it() -> None:
     assert "hunter2" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["redis://:hunter2@10.0.0.5:6379/zero", "redis://:hunter2@10.0.0.5:6379/0?ssl_cert_reqs=none"],
+    ids=["database not a number", "tls option without rediss"],
+)
+def test_a_redis_url_the_client_cannot_use_stops_the_start(url: str) -> None:
+    """Parsed at start as the client will parse it; the password is never echoed."""
+    with pytest.raises(ConfigError, match=r"^bus\.url \(RELAY_BUS_URL\): ") as caught:
+        load_config(env={"RELAY_BUS_BACKEND": "redis", "RELAY_BUS_URL": url})
+    assert "hunter2" not in str(caught.value)
+
+
 def test_an_unknown_backend_is_refused() -> None:
     """Only "local"/"redis" for the bus and "memory"/"redis" for the limits."""
     with pytest.raises(ConfigError, match=r"^bus\.backend"):
