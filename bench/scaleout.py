@@ -484,17 +484,12 @@ def report_run(key: str, what: str, i: int, run: dict[str, Any]) -> None:
 
 
 def groups(only: list[str]) -> list[list[Config]]:
-    """The chosen configurations, each store's 1- and 2-process pair together (interleaved)."""
-    chosen = [cfg for cfg in CONFIGS if cfg.key in only]
-    out: list[list[Config]] = []
-    for cfg in chosen:
-        pair = PAIRS_OF_CONFIGS.get(cfg.store, ())
-        partner = next((g for g in out if cfg.key in pair and g[0].key in pair), None)
-        if partner is not None:
-            partner.append(cfg)
-        else:
-            out.append([cfg])
-    return out
+    """The chosen configurations, those of one store on Redis together (their runs interleaved)."""
+    out: dict[tuple[str, bool], list[Config]] = {}
+    for cfg in CONFIGS:
+        if cfg.key in only:
+            out.setdefault((cfg.store, cfg.redis), []).append(cfg)
+    return list(out.values())
 
 
 def measure_group(cfgs: list[Config], p: Params, args: argparse.Namespace,
