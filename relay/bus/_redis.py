@@ -28,19 +28,14 @@ import coredis
 import msgspec
 import trio
 
+from ..limits import REDIS_FAILED as FAILED
 from ..limits import REDIS_TIMEOUT as TIMEOUT
-from ..limits import REDIS_UNREACHABLE, redis_client
+from ..limits import redis_client
 from ..obs import Logger, LogSampler
 from ..resp import Arg, RedisAddress, Reply, ReplyError, RespClient, open_subscription
 from ._events import Event, MessageQueued, Resync, SessionRevoked
 from ._port import Sink
 from ._routing import DECODER, BusKeys, Presence, envelopes, narrowed, route, targets
-
-FAILED: tuple[type[BaseException], ...] = (
-    coredis.exceptions.RedisError,
-    ReplyError,
-    *REDIS_UNREACHABLE,
-)
 
 OUTGOING = 1024
 """Events waiting to be published; a full queue makes publishers wait (backpressure)."""
@@ -101,7 +96,7 @@ class RedisBus:
         self._client = client
         self._address = address
         # The hot path (publishing, the subscription) speaks RESP on connections
-        # of its own: coredis's per-call work cost ~4x the round trip (ADR 0008).
+        # of its own: coredis's per-call work cost ~4x the round trip (ADR 0009).
         self._publisher = RespClient(address, timeout=TIMEOUT)  # the publishing task's
         self._catch_up = RespClient(address, timeout=TIMEOUT)  # the subscribing task's
         self._keys = BusKeys(prefix)
@@ -151,9 +146,8 @@ class RedisBus:
         """Deliver *event* here at once; queue what other processes must get.
 
         Waits (and is a checkpoint) only if :data:`OUTGOING` events are
-        already queued. Never
-        raises for Redis: what cannot be published is made up for by a
-        Resync (messages) or published later (revocations).
+        already queued. Never raises for Redis: what cannot be published is
+        made up for by a Resync (messages) or published later (revocations).
         """
         self._deliver(event)
         if isinstance(event, Resync):
@@ -228,9 +222,10 @@ class RedisBus:
                 except* FAILED as group:
                     self._lost(_first(group))
                 except* anyio.ClosedResourceError:
-                    # coredis 6.9: cancelled together with its connection pool (at
-                    # shutdown), the subscription's cleanup writes to the closed
-                    # connection and raises this; the cancellation goes on.
+                    # coredis 6.9, cancelled together with its connection pool (at
+                    # shutdown), can raise this from a call's cleanup; the calls made
+                    # in this scope (routes rewritten, the revocation stream read) are
+                    # still coredis's. The cancellation goes on.
                     pass
             self._connected = False
             self._subscription = None

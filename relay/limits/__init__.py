@@ -20,6 +20,7 @@ from ._port import Refusing as Refusing
 from ._port import retry_after_header as retry_after_header
 from ._redis import RedisLimits as RedisLimits
 from ._redis import open_redis_limits as open_redis_limits
+from ._redis_client import FAILED as REDIS_FAILED
 from ._redis_client import TIMEOUT as REDIS_TIMEOUT
 from ._redis_client import UNREACHABLE as REDIS_UNREACHABLE
 from ._redis_client import redis_client as redis_client
@@ -30,6 +31,7 @@ from ._unavailable import LimitsUnavailable as LimitsUnavailable
 
 __all__ = [
     "FAIL_MODES",
+    "REDIS_FAILED",
     "REDIS_TIMEOUT",
     "REDIS_UNREACHABLE",
     "FailMode",

@@ -114,7 +114,7 @@ def _transaction(
     conn: sqlite3.Connection,
     begin: str,
     fn: Callable[[sqlite3.Connection], T],
-    busy_timeout: float = BUSY_TIMEOUT,
+    busy_timeout: float,
 ) -> T:
     """*fn* in one transaction; retried whole while another process holds the lock.
 
